@@ -1,0 +1,39 @@
+# cryptolake: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?=
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
+PYTEST_ARGS ?=
+
+.PHONY: help setup check format test run bench clean
+
+help: ## List every target
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## Install everything: venv + package (editable, dev extras) + JVM jars (cached; 2nd run takes seconds)
+	@bash infra/setup.sh
+
+check: setup ## Lint and type-check (ruff, ruff format --check, mypy)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy extractors spark_jobs lake expectations infra
+
+format: setup ## Apply ruff fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: setup ## Demo: create the lake's Delta tables locally and list them (grows with each component)
+	$(PY) -m lake $(CONFIG_ARG) init
+	$(PY) -m lake $(CONFIG_ARG) tables
+
+bench: setup ## Benchmarks: print figures and write them to bench-results.json
+	$(PY) -m infra.bench --out bench-results.json
+
+clean: ## Remove local lake data, checkpoints and caches (keeps .venv and the jars)
+	rm -rf lake-data spark-warehouse .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Asyncio websocket extractors: one module per exchange, a shared runner, batching and sinks."""

@@ -1,0 +1,1 @@
+"""One module per exchange: endpoints, limits, subscribe messages and frame classification; no I/O."""

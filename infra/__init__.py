@@ -1,0 +1,1 @@
+"""Local services without Docker: JVM jars, Kafka, MinIO, the exchange simulator, benchmarks."""

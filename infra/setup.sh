@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One-command setup: Python venv + package (editable, dev extras) and the JVM jars of infra/pom.xml.
+# Idempotent and cached: each step records a stamp named after the hash of its inputs and is skipped
+# when the stamp is there, so a second run takes seconds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/.cache
+STAMPS=$CACHE/stamps
+VENV=${VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$STAMPS"
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+need() {  # need <command> <what to install>
+  command -v "$1" >/dev/null 2>&1 || die "'$1' not found: install $2 and re-run 'make setup'"
+}
+
+need "$PYTHON" "Python 3.11+ (e.g. apt-get install python3 python3-venv)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "Python 3.11+ is required, found $("$PYTHON" --version 2>&1): install it and set PYTHON=/path/to/python3.11"
+need java "a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless); Spark and Kafka run on it"
+need mvn "Apache Maven (e.g. apt-get install maven); it fetches the Delta, Kafka and S3A jars"
+java_major=$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')
+[ "${java_major%%.*}" -ge 17 ] 2>/dev/null || die "Java 17+ is required (found ${java_major:-unknown}): install openjdk-17"
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# 1. Python virtual environment and the package in editable mode with dev extras.
+py_stamp=$STAMPS/python-$(hash_of pyproject.toml)
+if [ -x "$VENV/bin/python" ] && [ -f "$py_stamp" ]; then
+  say "python env up to date ($VENV)"
+else
+  say "creating/updating python env in $VENV (first run downloads pyspark, delta-spark, great-expectations ...)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip \
+    || die "pip could not reach PyPI: check the network or a PIP_INDEX_URL mirror, then re-run 'make setup'"
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]" \
+    || die "installing Python dependencies failed (see above): check access to PyPI, then re-run 'make setup'"
+  rm -f "$STAMPS"/python-*
+  touch "$py_stamp"
+fi
+
+# 2. JVM jars: Spark's (Delta, Kafka source/sink, S3A) and the Kafka broker's, in separate folders.
+for profile in spark kafka; do
+  jar_stamp=$STAMPS/jars-$profile-$(hash_of infra/pom.xml infra/maven-settings.xml)
+  if [ -f "$jar_stamp" ] && ls "$CACHE/jars/$profile"/*.jar >/dev/null 2>&1; then
+    say "jars for $profile up to date ($CACHE/jars/$profile)"
+    continue
+  fi
+  say "fetching $profile jars from Maven Central into $CACHE/jars/$profile"
+  rm -rf "$CACHE/jars/$profile"
+  mvn --batch-mode --quiet -s infra/maven-settings.xml -f infra/pom.xml -P "$profile" \
+      dependency:copy-dependencies \
+    || die "Maven could not fetch the $profile jars (see above): check access to Maven Central, then re-run 'make setup'"
+  rm -f "$STAMPS"/jars-"$profile"-*
+  touch "$jar_stamp"
+done
+
+say "ready: $("$VENV/bin/python" --version), jars in $CACHE/jars"

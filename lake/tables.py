@@ -1,0 +1,350 @@
+"""The one registry of lake tables: name, location under the lake root, schema, partitions, key.
+
+Jobs never spell a table path or a column list themselves; they ask this module. A table's
+location is ``<lake root>/<layer>/<entity>`` where the root is a local folder by default or an
+``s3a://bucket/prefix`` URI by configuration (see :class:`LakeSettings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DecimalType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+#: Prices and sizes: exact decimals wide enough for 1e-18 satoshi-like steps and 1e20 notionals.
+PRICE = DecimalType(38, 18)
+
+
+def _schema(*columns: tuple[str, DataType, bool]) -> StructType:
+    return StructType([StructField(name, dtype, nullable) for name, dtype, nullable in columns])
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A Delta table of the lake."""
+
+    name: str
+    schema: StructType
+    key: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def entity(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.layer}/{self.entity}"
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+# --- the raw envelope (landing files and Kafka records carry it as JSON) -----------------------
+
+#: One JSON object per websocket frame or REST page, as written by the extractors.
+RAW_ENVELOPE_SCHEMA = _schema(
+    ("exchange", StringType(), False),
+    ("channel", StringType(), False),
+    ("stream", StringType(), True),
+    ("native_symbol", StringType(), True),
+    ("payload", StringType(), False),
+    ("recv_ts_ns", LongType(), False),
+    ("conn_id", StringType(), True),
+    ("conn_seq", LongType(), True),
+    ("source", StringType(), False),
+)
+
+BRONZE_RAW_EVENTS = TableSpec(
+    name="bronze.raw_events",
+    schema=StructType(
+        [
+            *RAW_ENVELOPE_SCHEMA.fields,
+            StructField("recv_date", DateType(), False),
+            StructField("kafka_topic", StringType(), True),
+            StructField("kafka_partition", IntegerType(), True),
+            StructField("kafka_offset", LongType(), True),
+            StructField("source_file", StringType(), True),
+            StructField("ingest_ts", TimestampType(), False),
+        ]
+    ),
+    key=("exchange", "conn_id", "conn_seq", "source"),
+    partition_by=("exchange", "recv_date"),
+    description="Every raw envelope as landed, append-only; payload kept verbatim for reprocessing.",
+)
+
+SILVER_MARKETS = TableSpec(
+    name="silver.markets",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("native_symbol", StringType(), False),
+        ("symbol", StringType(), False),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
+        ("status", StringType(), True),
+        ("updated_ts", TimestampType(), True),
+    ),
+    key=("exchange", "native_symbol"),
+    description="Exchange markets from discovery snapshots, with the canonical BASE-QUOTE symbol.",
+)
+
+_PRICED = (
+    ("usdt_rate", PRICE, True),
+    ("price_usdt", PRICE, True),
+    ("notional_usdt", PRICE, True),
+    ("usdt_method", StringType(), True),
+)
+
+SILVER_TRADES = TableSpec(
+    name="silver.trades",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("symbol", StringType(), False),
+        ("native_symbol", StringType(), True),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
+        ("trade_id", StringType(), False),
+        ("price", PRICE, False),
+        ("size", PRICE, False),
+        ("side", StringType(), True),
+        ("event_ts", TimestampType(), False),
+        ("recv_ts", TimestampType(), False),
+        ("source", StringType(), False),
+        *_PRICED,
+        ("trade_date", DateType(), False),
+    ),
+    key=("exchange", "symbol", "trade_id"),
+    partition_by=("exchange", "trade_date"),
+)
+
+SILVER_TICKERS = TableSpec(
+    name="silver.tickers",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("symbol", StringType(), False),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
+        ("last", PRICE, True),
+        ("open_24h", PRICE, True),
+        ("high_24h", PRICE, True),
+        ("low_24h", PRICE, True),
+        ("base_volume_24h", PRICE, True),
+        ("quote_volume_24h", PRICE, True),
+        ("best_bid", PRICE, True),
+        ("best_ask", PRICE, True),
+        ("event_ts", TimestampType(), False),
+        ("recv_ts", TimestampType(), False),
+        *_PRICED[:3],
+        ("usdt_method", StringType(), True),
+    ),
+    key=("exchange", "symbol", "event_ts"),
+    partition_by=("exchange",),
+)
+
+SILVER_L1_QUOTES = TableSpec(
+    name="silver.l1_quotes",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("symbol", StringType(), False),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
+        ("bid_price", PRICE, True),
+        ("bid_size", PRICE, True),
+        ("ask_price", PRICE, True),
+        ("ask_size", PRICE, True),
+        ("sequence", LongType(), True),
+        ("event_ts", TimestampType(), False),
+        ("recv_ts", TimestampType(), False),
+        ("usdt_rate", PRICE, True),
+        ("mid_usdt", PRICE, True),
+        ("spread_bps", PRICE, True),
+        ("usdt_method", StringType(), True),
+    ),
+    key=("exchange", "symbol", "event_ts", "sequence"),
+    partition_by=("exchange",),
+)
+
+SILVER_USDT_RATES = TableSpec(
+    name="silver.usdt_rates",
+    schema=_schema(
+        ("asset", StringType(), False),
+        ("minute", TimestampType(), False),
+        ("rate_to_usdt", PRICE, False),
+        ("method", StringType(), False),
+    ),
+    key=("asset", "minute"),
+)
+
+SILVER_QUARANTINE = TableSpec(
+    name="silver.quarantine",
+    schema=_schema(
+        ("source_table", StringType(), False),
+        ("exchange", StringType(), True),
+        ("row_json", StringType(), False),
+        ("reason", StringType(), False),
+        ("batch_id", LongType(), True),
+        ("quarantined_ts", TimestampType(), False),
+    ),
+    key=("source_table", "row_json", "reason"),
+)
+
+GOLD_OHLCV_1M = TableSpec(
+    name="gold.ohlcv_1m",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("symbol", StringType(), False),
+        ("minute", TimestampType(), False),
+        ("open", PRICE, False),
+        ("high", PRICE, False),
+        ("low", PRICE, False),
+        ("close", PRICE, False),
+        ("volume", PRICE, False),
+        ("quote_volume", PRICE, False),
+        ("volume_usdt", PRICE, True),
+        ("vwap", PRICE, True),
+        ("trade_count", LongType(), False),
+    ),
+    key=("exchange", "symbol", "minute"),
+    partition_by=("exchange",),
+)
+
+GOLD_OHLCV_1M_COMPOSITE = TableSpec(
+    name="gold.ohlcv_1m_composite",
+    schema=_schema(
+        ("base", StringType(), False),
+        ("minute", TimestampType(), False),
+        ("open_usdt", PRICE, True),
+        ("high_usdt", PRICE, True),
+        ("low_usdt", PRICE, True),
+        ("close_usdt", PRICE, True),
+        ("vwap_usdt", PRICE, True),
+        ("volume_usdt", PRICE, True),
+        ("exchanges", StringType(), True),
+    ),
+    key=("base", "minute"),
+)
+
+GOLD_L1_LATEST = TableSpec(
+    name="gold.l1_latest",
+    schema=SILVER_L1_QUOTES.schema,
+    key=("exchange", "symbol"),
+)
+
+GOLD_L1_1S = TableSpec(
+    name="gold.l1_1s",
+    schema=StructType([StructField("second", TimestampType(), False), *SILVER_L1_QUOTES.schema.fields]),
+    key=("exchange", "symbol", "second"),
+    partition_by=("exchange",),
+)
+
+GOLD_EXCHANGE_VOLUME_DAILY = TableSpec(
+    name="gold.exchange_volume_daily",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("date", DateType(), False),
+        ("symbol", StringType(), False),
+        ("volume_usdt", PRICE, True),
+        ("volume_quote", PRICE, False),
+        ("trade_count", LongType(), False),
+    ),
+    key=("exchange", "date", "symbol"),
+)
+
+GOLD_DQ_RESULTS = TableSpec(
+    name="gold.dq_results",
+    schema=_schema(
+        ("suite", StringType(), False),
+        ("table", StringType(), False),
+        ("batch_id", LongType(), False),
+        ("success", BooleanType(), False),
+        ("evaluated", LongType(), False),
+        ("failed", LongType(), False),
+        ("details_json", StringType(), True),
+        ("checked_ts", TimestampType(), False),
+    ),
+    key=("suite", "table", "batch_id"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        BRONZE_RAW_EVENTS,
+        SILVER_MARKETS,
+        SILVER_TRADES,
+        SILVER_TICKERS,
+        SILVER_L1_QUOTES,
+        SILVER_USDT_RATES,
+        SILVER_QUARANTINE,
+        GOLD_OHLCV_1M,
+        GOLD_OHLCV_1M_COMPOSITE,
+        GOLD_L1_LATEST,
+        GOLD_L1_1S,
+        GOLD_EXCHANGE_VOLUME_DAILY,
+        GOLD_DQ_RESULTS,
+    )
+}
+
+
+def table(name: str) -> TableSpec:
+    """Look a table up by its ``layer.entity`` name; the error lists the known ones."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the lake lives.
+
+    ``root`` is a local folder (default ``./lake-data``) or ``s3a://bucket/prefix``; checkpoints live
+    under ``<root>/_checkpoints/<query name>`` unless ``checkpoint_root`` says otherwise.
+    """
+
+    root: str = "lake-data"
+    checkpoint_root: str | None = None
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _join(root: str, *parts: str) -> str:
+    base = root if _is_uri(root) else str(Path(root).resolve())
+    return "/".join([base.rstrip("/"), *parts])
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Resolves table and checkpoint locations under one lake root."""
+
+    settings: LakeSettings = LakeSettings()
+
+    @property
+    def root(self) -> str:
+        return _join(self.settings.root)
+
+    def path(self, name: str) -> str:
+        return _join(self.settings.root, table(name).relative_path)
+
+    def checkpoint(self, query_name: str) -> str:
+        root = self.settings.checkpoint_root
+        return _join(root, query_name) if root else _join(self.settings.root, "_checkpoints", query_name)

@@ -1,0 +1,1 @@
+"""Spark Structured Streaming jobs: bronze, silver and gold, pure transforms apart from I/O."""
