@@ -61,6 +61,8 @@ class TableSpec:
 # --- the raw envelope (landing files and Kafka records carry it as JSON) -----------------------
 
 #: One JSON object per websocket frame or REST page, as written by the extractors.
+#: ``source`` is ``ws`` or ``rest``; ``error`` is set only on dead-letter envelopes
+#: (channel ``deadletter``): why the frame could not be classified.
 RAW_ENVELOPE_SCHEMA = _schema(
     ("exchange", StringType(), False),
     ("channel", StringType(), False),
@@ -71,6 +73,7 @@ RAW_ENVELOPE_SCHEMA = _schema(
     ("conn_id", StringType(), True),
     ("conn_seq", LongType(), True),
     ("source", StringType(), False),
+    ("error", StringType(), True),
 )
 
 BRONZE_RAW_EVENTS = TableSpec(

@@ -34,3 +34,7 @@ def lake(tmp_path: Path) -> object:
     from lake.tables import Lake, LakeSettings
 
     return Lake(LakeSettings(root=str(tmp_path / "lake")))
+
+
+# Fixtures that start real Kafka and MinIO (infra.services) live in their own plugin module.
+pytest_plugins = ["tests.service_fixtures"]

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the real local services (Kafka, MinIO); filled in by infra/services."""
