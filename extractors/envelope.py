@@ -1,0 +1,84 @@
+"""The raw envelope (one per websocket frame or REST page) and the batch the sinks land.
+
+This is the contract between the extractors and everything downstream; its Spark schema is
+``lake.tables.RAW_ENVELOPE_SCHEMA``. One envelope is one JSON object on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Channel = Literal["ticker", "trades", "l1", "markets", "deadletter"]
+Source = Literal["ws", "rest"]
+
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def path_safe(text: str) -> str:
+    """Make a wire-supplied name (a symbol) safe as one path segment or object key part."""
+    cleaned = _UNSAFE_PATH_CHARS.sub("_", text)[:100]
+    return cleaned if cleaned.strip("._") else "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One raw frame or REST page, exactly as received.
+
+    ``payload`` is the frame text byte-for-byte (decoded as UTF-8); ``recv_ts_ns`` the local
+    wall-clock receive time in nanoseconds since the epoch; ``conn_id``/``conn_seq`` identify
+    the connection and the frame's position on it (REST pages: the request id and page number).
+    ``error`` is set only on dead letters (channel ``deadletter``): why the frame was rejected.
+    """
+
+    exchange: str
+    channel: Channel
+    stream: str
+    payload: str
+    recv_ts_ns: int
+    conn_id: str
+    conn_seq: int
+    source: Source = "ws"
+    native_symbol: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Envelope:
+        return cls(**json.loads(line))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Envelopes of one (exchange, channel[, symbol]) flushed together; one Kafka record, one file part.
+
+    ``key`` is the Kafka record key: the native symbol for per-symbol batches, else the channel.
+    ``batch_id`` is unique per process run and increases, so replays can be recognised.
+    """
+
+    exchange: str
+    channel: Channel
+    key: str
+    batch_id: str
+    envelopes: tuple[Envelope, ...] = field(default_factory=tuple)
+
+    @property
+    def topic(self) -> str:
+        """Kafka topic ``raw.<exchange>.<channel>``."""
+        return f"raw.{self.exchange}.{self.channel}"
+
+    @property
+    def first_recv_ts_ns(self) -> int:
+        return min(e.recv_ts_ns for e in self.envelopes)
+
+    def to_jsonl(self) -> bytes:
+        """The batch as UTF-8 JSON lines (one envelope per line, trailing newline)."""
+        return "".join(e.to_json() + "\n" for e in self.envelopes).encode()
+
+    @classmethod
+    def envelopes_from_jsonl(cls, data: bytes) -> list[Envelope]:
+        return [Envelope.from_json(line) for line in data.decode().splitlines() if line.strip()]

@@ -1,0 +1,1 @@
+"""Sinks: where batches land (landing zone files, Kafka), behind a spool that survives outages."""
