@@ -1,0 +1,73 @@
+"""``make bench``: run every component's benchmark, print the figures, write them to a JSON file.
+
+Each component exposes ``run(**options) -> dict[str, float | int | str]`` in its own ``bench``
+module; this runner only sequences them, so a benchmark lives next to the code it measures.
+Figures are measurements, not assertions: nothing here fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: (name, module with a ``run`` function); run in this order.
+BENCHMARKS: tuple[tuple[str, str], ...] = (
+    ("extractor", "extractors.bench"),
+    ("silver", "spark_jobs.bench"),
+)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run_all(names: list[str] | None, *, quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine()}
+    for name, module_name in BENCHMARKS:
+        if names and name not in names:
+            continue
+        module = importlib.import_module(module_name)
+        bench: Callable[..., dict[str, Any]] = module.run
+        print(f"== {name} ({module_name}) ...", flush=True)
+        started = time.perf_counter()
+        figures = bench(quick=quick)
+        figures["wall_seconds"] = round(time.perf_counter() - started, 1)
+        results[name] = figures
+        for key, value in figures.items():
+            print(f"   {key:32} {value}", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.bench", description=__doc__)
+    parser.add_argument("--out", default="bench-results.json", help="JSON file for the figures")
+    parser.add_argument("--only", action="append", choices=[n for n, _ in BENCHMARKS], help="run only these")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller inputs (a smoke run, not for the README)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    results = run_all(args.only, quick=args.quick)
+    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"figures written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
