@@ -11,7 +11,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Channel = Literal["ticker", "trades", "l1", "markets", "deadletter"]
+#: ``gaps`` holds the runner's records of trades the exchange could not return after a
+#: disconnect (payload: JSON with native_symbol, after_id, before_id, reason).
+Channel = Literal["ticker", "trades", "l1", "markets", "deadletter", "gaps"]
 Source = Literal["ws", "rest"]
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]")

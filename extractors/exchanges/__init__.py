@@ -1,1 +1,17 @@
 """One module per exchange: endpoints, limits, subscribe messages and frame classification; no I/O."""
+
+from __future__ import annotations
+
+from extractors.exchanges import binance, coinbase, kucoin
+from extractors.exchanges.base import Connector
+
+#: Every supported exchange; adding one is a new module here and nothing else.
+CONNECTORS: dict[str, Connector] = {"binance": binance, "kucoin": kucoin, "coinbase": coinbase}
+
+
+def connector(name: str) -> Connector:
+    """The module for ``name``; ``KeyError`` names the supported exchanges."""
+    try:
+        return CONNECTORS[name]
+    except KeyError:
+        raise KeyError(f"unknown exchange {name!r}; supported: {', '.join(sorted(CONNECTORS))}") from None
