@@ -35,5 +35,18 @@ run: setup ## Demo: create the lake's Delta tables locally and list them (grows 
 bench: setup ## Benchmarks: print figures and write them to bench-results.json
 	$(PY) -m infra.bench --out bench-results.json
 
+.PHONY: infra-up infra-down infra-status
+ONLY ?=
+ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
+
+infra-up: setup ## Start local Kafka (KRaft) and MinIO in the background (ONLY=kafka|minio); state in .cache/services
+	$(PY) -m infra.services up $(ONLY_ARG)
+
+infra-down: ## Stop the local Kafka and MinIO started by infra-up (their data stays in .cache/services)
+	$(PY) -m infra.services down $(ONLY_ARG)
+
+infra-status: ## Show whether local Kafka and MinIO run, with endpoints (python -m infra.services env: exports)
+	$(PY) -m infra.services status $(ONLY_ARG)
+
 clean: ## Remove local lake data, checkpoints and caches (keeps .venv and the jars)
 	rm -rf lake-data spark-warehouse .pytest_cache .mypy_cache .ruff_cache
