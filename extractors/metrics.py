@@ -1,0 +1,136 @@
+"""Prometheus metrics of one extractor process, on their own registry.
+
+``start(port)`` serves them over HTTP (port 0: not served). Names are ``cryptolake_extractor_*``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric the extractors export. A fresh instance has a fresh registry (tests make many)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        p = "cryptolake_extractor_"
+        self.frames = Counter(
+            p + "frames_total",
+            "Websocket frames received, by kind (data/control/ack/error/deadletter)",
+            ["exchange", "channel", "kind"],
+            registry=r,
+        )
+        self.envelopes = Counter(
+            p + "envelopes_total",
+            "Envelopes handed to the batcher",
+            ["exchange", "channel", "source"],
+            registry=r,
+        )
+        self.deadletters = Counter(
+            p + "deadletters_total", "Bad frames landed as dead letters", ["exchange", "reason"], registry=r
+        )
+        self.reconnects = Counter(
+            p + "reconnects_total", "Websocket reconnects", ["exchange", "reason"], registry=r
+        )
+        self.connections = Gauge(p + "connections", "Open websocket connections", ["exchange"], registry=r)
+        self.duplicates = Counter(
+            p + "duplicate_trades_total",
+            "Trades whose id was already seen (landed anyway)",
+            ["exchange"],
+            registry=r,
+        )
+        self.gaps_detected = Counter(
+            p + "gaps_detected_total",
+            "Gap fills started (id jump, reconnect, bad frame)",
+            ["exchange", "reason"],
+            registry=r,
+        )
+        self.gaps_filled = Counter(p + "gaps_filled_total", "Gap fills completed", ["exchange"], registry=r)
+        self.gap_trades = Counter(
+            p + "gap_fill_trades_total", "Trades returned by REST gap fills", ["exchange"], registry=r
+        )
+        self.gaps_unrecoverable = Counter(
+            p + "gaps_unrecoverable_total",
+            "Gaps the exchange's REST could not return (recorded in channel gaps)",
+            ["exchange"],
+            registry=r,
+        )
+        self.rest_requests = Counter(
+            p + "rest_requests_total",
+            "REST requests by HTTP status (0: no response)",
+            ["exchange", "status"],
+            registry=r,
+        )
+        self.rest_throttled = Counter(
+            p + "rest_throttled_total",
+            "REST 429/418 answers honoured with Retry-After",
+            ["exchange"],
+            registry=r,
+        )
+        self.markets = Gauge(p + "markets", "Markets subscribed", ["exchange"], registry=r)
+        self.stale_markets = Gauge(
+            p + "stale_markets",
+            "Subscribed markets without data for market_quiet_after_s",
+            ["exchange"],
+            registry=r,
+        )
+        self.delisted = Counter(
+            p + "markets_dropped_total",
+            "Markets dropped after rediscovery (delisted/halted)",
+            ["exchange"],
+            registry=r,
+        )
+        self.listed = Counter(
+            p + "markets_added_total",
+            "Markets added after rediscovery (new listings)",
+            ["exchange"],
+            registry=r,
+        )
+        self.last_frame_age = Gauge(
+            p + "last_frame_age_seconds",
+            "Seconds since the last frame, per connection",
+            ["exchange", "connection"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            p + "batch_envelopes",
+            "Envelopes per flushed batch",
+            ["exchange", "channel"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.sink_latency = Histogram(
+            p + "sink_write_seconds",
+            "Time for a sink to make a batch durable",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            p + "sink_errors_total", "Sink write failures (retried within a bound)", ["sink"], registry=r
+        )
+        self.spool_depth = Gauge(
+            p + "spool_depth", "Batches waiting in a sink's disk spool", ["sink"], registry=r
+        )
+        self.write_queue = Gauge(
+            p + "write_queue_batches", "Batches waiting to be written to the sinks", registry=r
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose ``/metrics`` on ``host:port``; port 0 disables it."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)
+            logger.info("metrics on http://%s:%d/metrics", host, port)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (tests and the benchmark read metrics through this)."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found

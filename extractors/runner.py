@@ -1,0 +1,823 @@
+"""The shared runner: connections, keep-alive, reconnects, gap fill, rediscovery, batching, shutdown.
+
+One :class:`Extractor` per process runs one :class:`ExchangeRunner` per exchange. An exchange runner
+discovers markets over REST, spreads them over websocket connections (each within the exchange's
+per-connection limit), and keeps every connection alive:
+
+* connect (after the exchange's bootstrap call, e.g. KuCoin's token), await a welcome if needed,
+  send the subscriptions paced under the client-message limit, send app-level pings if needed;
+* a watchdog closes a connection that received no frame for ``stale_after_s``, that outlived the
+  exchange's forced lifetime, or whose server announced a shutdown; the loop reconnects after a
+  :class:`~extractors.backoff.Backoff` delay (none for planned rotations);
+* every frame becomes an :class:`~extractors.envelope.Envelope` (data) or a counter (control);
+  bad frames become dead letters and the connection stays up;
+* trade ids are tracked per market: an id jump (consecutive-id exchanges), a reconnect, or a
+  malformed frame schedules a REST gap fill whose pages land with ``source="rest"``; trades REST
+  cannot return become a record in channel ``gaps``;
+* rediscovery adds new listings and drops delisted markets, live (subscribe/unsubscribe).
+
+Frames may be landed twice (duplicates from the exchange, or overlap between a gap fill and the
+socket); downstream dedupes by trade id. Nothing received is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import websockets
+from prometheus_client import Counter
+from websockets.asyncio.client import ClientConnection
+
+from extractors.backoff import Backoff, FatalError, RetryableError, is_retryable
+from extractors.batcher import Batcher
+from extractors.envelope import Batch, Channel, Envelope
+from extractors.exchanges import connector as get_connector
+from extractors.exchanges.base import Connector, Market, RestRequest, UnknownFrame
+from extractors.metrics import Metrics
+from extractors.rest import RestClient, RestError
+from extractors.settings import ExchangeSettings, Settings, parse_shard, select_markets, urls
+from extractors.sinks.base import Sink, SinkError
+
+logger = logging.getLogger(__name__)
+
+#: websockets' own frame limit: far above ``max_frame_bytes`` so oversized frames reach the
+#: runner (and become dead letters) instead of closing the connection.
+_WS_HARD_MAX_BYTES = 64 * 1024 * 1024
+#: Dead letters keep at most this much of an oversized frame.
+_DEADLETTER_KEEP_BYTES = 64 * 1024
+_GAP_WORKERS = 2
+_GAP_JOB_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One websocket slot: its markets survive reconnects; ``ws`` and counters are per connection."""
+
+    index: int
+    markets: list[str]
+    firehose: bool
+    ws: ClientConnection | None = None
+    conn_id: str = ""
+    seq: int = 0
+    opened_at: float = 0.0
+    last_frame: float = 0.0
+    acks: int = 0
+    close_reason: str = ""
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    #: First trade id seen on the current connection, per market (bounds recorded gaps).
+    first_ids: dict[str, int] = field(default_factory=dict)
+    ever_connected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _GapJob:
+    native_symbol: str
+    #: None: no trade seen yet; fetch the recent trades (baseline) and record no gap.
+    after_id: int | None
+    until_id: int | None
+    reason: str
+    attempt: int = 1
+
+
+class ExchangeRunner:
+    """Extracts one exchange; see the module docstring."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        settings: Settings,
+        *,
+        emit: Callable[[Envelope], None],
+        metrics: Metrics,
+        http: aiohttp.ClientSession,
+        stop: asyncio.Event,
+    ) -> None:
+        self.c = connector
+        self.name = connector.NAME
+        self.settings = settings
+        self.ext = settings.extractors
+        self.xs: ExchangeSettings = settings.exchange(self.name)
+        self.channels: tuple[Channel, ...] = settings.channels
+        self.shard = parse_shard(self.ext.shard)
+        rest_url, self.ws_url = urls(connector, self.xs)
+        self.rest = RestClient(
+            http,
+            exchange=self.name,
+            base_url=rest_url,
+            weight_per_s=self.xs.rest_weight_per_s or connector.REST_WEIGHT_PER_S,
+            burst=connector.REST_WEIGHT_BURST,
+            timeout_s=self.ext.rest_timeout_s,
+            max_attempts=self.ext.rest_max_attempts,
+            metrics=metrics,
+        )
+        self._emit = emit
+        self.m = metrics
+        self._stop = stop
+        self._per_conn = self.xs.markets_per_connection or connector.MARKETS_PER_CONNECTION
+        self._connections: list[_Connection] = []
+        self._conn_of: dict[str, _Connection] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        #: Highest trade ordering id seen per market (socket or REST).
+        self.last_ids: dict[str, int] = {}
+        self._last_data: dict[str, float] = {}
+        self._last_l1: dict[str, float] = {}
+        self._gap_queue: asyncio.Queue[_GapJob] = asyncio.Queue()
+        self._gap_busy = 0
+        self._rediscover_now = asyncio.Event()
+        self._rest_seq = 0
+        self._frame_counters = {
+            kind: metrics.frames.labels(self.name, "", kind)
+            for kind in ("control", "ack", "error", "deadletter")
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until the stop event; then finish in-flight gap fills within the shutdown budget."""
+        markets = await self._discover_until_ok()
+        if markets is None:
+            return
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for chunk_start in range(0, len(markets), self._per_conn):
+                self._add_connection(markets[chunk_start : chunk_start + self._per_conn])
+            if not self._connections:
+                logger.warning("no markets selected", extra={"exchange": self.name})
+            self._tasks += [tg.create_task(self._gap_worker(i)) for i in range(_GAP_WORKERS)]
+            self._tasks.append(tg.create_task(self._rediscovery_loop()))
+            self._tasks.append(tg.create_task(self._market_watch_loop()))
+        self._tg = None
+
+    def _add_connection(self, markets: list[str]) -> _Connection:
+        conn = _Connection(
+            index=len(self._connections), markets=list(markets), firehose=not self._connections
+        )
+        self._connections.append(conn)
+        for symbol in markets:
+            self._conn_of[symbol] = conn
+        self.m.markets.labels(self.name).set(len(self._conn_of))
+        if self._tg is not None:
+            self._tasks.append(self._tg.create_task(self._connection_loop(conn)))
+        return conn
+
+    @property
+    def markets(self) -> list[str]:
+        return sorted(self._conn_of)
+
+    @property
+    def idle(self) -> bool:
+        """No gap fill queued or running (tests wait for this before stopping)."""
+        return self._gap_queue.empty() and self._gap_busy == 0
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the stop event fired."""
+        if seconds <= 0:
+            return self._stop.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
+    # --- discovery --------------------------------------------------------------------------------
+
+    async def _discover(self) -> list[Market]:
+        request = self.c.discovery_request()
+        response = await self.rest.call(request)
+        self._land_rest("markets", request, response.body, response.recv_ts_ns, None)
+        try:
+            return self.c.parse_markets(response.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetryableError(f"discovery response not understood: {exc}") from exc
+
+    async def _discover_until_ok(self) -> list[str] | None:
+        backoff = Backoff(initial=self.ext.backoff_initial_s, cap=self.ext.backoff_max_s)
+        while not self._stop.is_set():
+            try:
+                found = await self._discover()
+            except Exception as exc:
+                if not is_retryable(exc) and not (isinstance(exc, RestError) and exc.status in (403, 404)):
+                    raise
+                delay = next(backoff)
+                logger.warning(
+                    "discovery failed (%s); retry in %.2fs", exc, delay, extra={"exchange": self.name}
+                )
+                if await self._sleep(delay):
+                    return None
+                continue
+            chosen = select_markets(found, self.xs, shard=self.shard)
+            logger.info(
+                "discovered %d markets, %d selected (shard %s)",
+                len(found),
+                len(chosen),
+                self.ext.shard,
+                extra={"exchange": self.name},
+            )
+            return chosen
+        return None
+
+    async def _rediscovery_loop(self) -> None:
+        while not self._stop.is_set():
+            waiters = [
+                asyncio.create_task(self._stop.wait()),
+                asyncio.create_task(self._rediscover_now.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waiters, timeout=self.ext.rediscover_interval_s, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            self._rediscover_now.clear()
+            if self._stop.is_set():
+                return
+            try:
+                found = await self._discover()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                logger.warning("rediscovery failed: %s", exc, extra={"exchange": self.name})
+                continue
+            self.apply_markets(select_markets(found, self.xs, shard=self.shard))
+
+    def apply_markets(self, wanted: Sequence[str]) -> None:
+        """Subscribe new listings and unsubscribe delisted/halted markets on live connections."""
+        current = set(self._conn_of)
+        added = [s for s in wanted if s not in current]
+        removed = sorted(current - set(wanted))
+        by_conn: dict[int, list[str]] = {}
+        for symbol in removed:
+            conn = self._conn_of.pop(symbol)
+            conn.markets.remove(symbol)
+            by_conn.setdefault(conn.index, []).append(symbol)
+            self.last_ids.pop(symbol, None)
+            self._last_data.pop(symbol, None)
+        for index, symbols in by_conn.items():
+            for message in self.c.unsubscribe_messages(symbols, self.channels):
+                self._connections[index].outbox.put_nowait(message)
+        if removed:
+            self.m.delisted.labels(self.name).inc(len(removed))
+            logger.info("dropping %d markets: %s", len(removed), removed[:20], extra={"exchange": self.name})
+        fresh: list[str] = []
+        for symbol in added:
+            spare = next((c for c in self._connections if len(c.markets) < self._per_conn), None)
+            if spare is None:
+                fresh.append(symbol)
+                if len(fresh) == self._per_conn:
+                    self._add_connection(fresh)
+                    fresh = []
+                continue
+            spare.markets.append(symbol)
+            self._conn_of[symbol] = spare
+            for message in self.c.subscribe_messages([symbol], self.channels, firehose=False):
+                spare.outbox.put_nowait(message)
+            self._gap_queue.put_nowait(_GapJob(symbol, None, None, "listing"))
+        if fresh:
+            self._add_connection(fresh)
+        if added:
+            self.m.listed.labels(self.name).inc(len(added))
+            logger.info("adding %d markets: %s", len(added), added[:20], extra={"exchange": self.name})
+        self.m.markets.labels(self.name).set(len(self._conn_of))
+
+    # --- connections ------------------------------------------------------------------------------
+
+    async def _connection_loop(self, conn: _Connection) -> None:
+        backoff = Backoff(initial=self.ext.backoff_initial_s, cap=self.ext.backoff_max_s)
+        while not self._stop.is_set():
+            if not conn.markets and not conn.firehose:
+                if await self._sleep(1.0):
+                    return
+                continue
+            conn.conn_id = f"{self.name}-{conn.index}-{uuid.uuid4().hex[:8]}"
+            conn.close_reason = ""
+            error: BaseException | None = None
+            try:
+                await self._connect_and_read(conn)
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                error = exc
+            finally:
+                conn.ws = None
+            if self._stop.is_set():
+                return
+            if conn.opened_at and time.monotonic() - conn.opened_at >= self.ext.healthy_after_s:
+                backoff.reset()
+            reason = conn.close_reason or (type(error).__name__ if error else "closed")
+            delay = 0.0 if reason in ("rotate", "server_shutdown") else next(backoff)
+            self.m.reconnects.labels(self.name, reason).inc()
+            logger.warning(
+                "connection %s lost (%s%s); reconnecting in %.2fs",
+                conn.conn_id,
+                reason,
+                f": {error}" if error else "",
+                delay,
+                extra={"exchange": self.name, "conn_id": conn.conn_id},
+            )
+            if await self._sleep(delay):
+                return
+
+    async def _connect_and_read(self, conn: _Connection) -> None:
+        bootstrap = self.c.bootstrap_request()
+        body = (await self.rest.call(bootstrap)).body if bootstrap is not None else None
+        session = self.c.session(ws_url=self.ws_url, bootstrap_body=body, conn_id=conn.conn_id)
+        async with websockets.connect(
+            session.url,
+            ping_interval=None,
+            max_size=_WS_HARD_MAX_BYTES,
+            open_timeout=self.ext.connect_timeout_s,
+            close_timeout=1.0,
+            max_queue=256,
+        ) as ws:
+            conn.ws = ws
+            conn.seq = 0
+            conn.acks = 0
+            conn.first_ids = {}
+            conn.opened_at = conn.last_frame = time.monotonic()
+            while not conn.outbox.empty():
+                conn.outbox.get_nowait()
+            self.m.connections.labels(self.name).inc()
+            try:
+                if session.await_welcome:
+                    first = await asyncio.wait_for(ws.recv(), self.ext.connect_timeout_s)
+                    if self._on_message(conn, first) != "welcome":
+                        raise RetryableError("first frame was not a welcome")
+                reconnect = conn.ever_connected
+                conn.ever_connected = True
+                helpers = [
+                    asyncio.create_task(self._subscribe(conn, ws, reconnect=reconnect)),
+                    asyncio.create_task(self._sender(conn, ws)),
+                    asyncio.create_task(self._watchdog(conn, ws)),
+                ]
+                if session.ping_interval_s:
+                    helpers.append(asyncio.create_task(self._pinger(conn, session.ping_interval_s)))
+                try:
+                    async for message in ws:
+                        self._on_message(conn, message)
+                finally:
+                    for task in helpers:
+                        task.cancel()
+                    results = await asyncio.gather(*helpers, return_exceptions=True)
+                    for result in results:
+                        if isinstance(result, Exception) and not is_retryable(result):
+                            raise result
+            finally:
+                self.m.connections.labels(self.name).dec()
+
+    async def _subscribe(self, conn: _Connection, ws: ClientConnection, *, reconnect: bool) -> None:
+        """Send the subscriptions, wait for their acks, then gap-fill what a reconnect missed."""
+        messages = self.c.subscribe_messages(list(conn.markets), self.channels, firehose=conn.firehose)
+        interval = 1.0 / self.c.WS_MESSAGES_PER_S
+        for message in messages:
+            await ws.send(message)
+            await asyncio.sleep(interval)
+        deadline = time.monotonic() + self.ext.subscribe_timeout_s
+        while conn.acks < len(messages) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if conn.acks < len(messages):
+            logger.warning(
+                "%d of %d subscriptions acknowledged on %s",
+                conn.acks,
+                len(messages),
+                conn.conn_id,
+                extra={"exchange": self.name, "conn_id": conn.conn_id},
+            )
+        if reconnect:
+            self._schedule_fills(conn.markets, "reconnect")
+
+    def _schedule_fills(self, symbols: Sequence[str], reason: str) -> None:
+        for symbol in symbols:
+            last = self.last_ids.get(symbol)
+            self._gap_queue.put_nowait(_GapJob(symbol, last, None, reason))
+            self.m.gaps_detected.labels(self.name, reason).inc()
+
+    async def _sender(self, conn: _Connection, ws: ClientConnection) -> None:
+        interval = 1.0 / self.c.WS_MESSAGES_PER_S
+        while True:
+            message = await conn.outbox.get()
+            await ws.send(message)
+            await asyncio.sleep(interval)
+
+    async def _pinger(self, conn: _Connection, interval: float) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(interval)
+            n += 1
+            message = self.c.ping_message(n)
+            if message is not None:
+                conn.outbox.put_nowait(message)
+
+    async def _watchdog(self, conn: _Connection, ws: ClientConnection) -> None:
+        gauge = self.m.last_frame_age.labels(self.name, str(conn.index))
+        tick = min(0.5, self.ext.stale_after_s / 4)
+        while True:
+            stopping = await self._sleep(tick)
+            now = time.monotonic()
+            age = now - conn.last_frame
+            gauge.set(age)
+            if stopping:
+                conn.close_reason = "shutdown"
+            elif age > self.ext.stale_after_s:
+                conn.close_reason = "stale"
+            elif now - conn.opened_at > self.c.MAX_CONNECTION_AGE_S:
+                conn.close_reason = "rotate"
+            if conn.close_reason:
+                logger.info(
+                    "closing %s: %s",
+                    conn.conn_id,
+                    conn.close_reason,
+                    extra={"exchange": self.name, "conn_id": conn.conn_id},
+                )
+                if conn.close_reason == "stale":
+                    # A stalled peer will not answer a close handshake: drop the TCP connection.
+                    ws.transport.abort()
+                else:
+                    await ws.close()
+                return
+
+    # --- frames -----------------------------------------------------------------------------------
+
+    def _on_message(self, conn: _Connection, message: str | bytes) -> str:
+        """Land or count one frame; returns the frame's kind/detail (for the welcome check)."""
+        recv_ns = time.time_ns()
+        conn.seq += 1
+        conn.last_frame = time.monotonic()
+        if isinstance(message, bytes):
+            try:
+                text = message.decode()
+            except UnicodeDecodeError:
+                self._dead(conn, message.decode(errors="replace"), recv_ns, "invalid_utf8")
+                return "deadletter"
+        else:
+            text = message
+        if len(text) > self.ext.max_frame_bytes:
+            self._dead(conn, text[:_DEADLETTER_KEEP_BYTES], recv_ns, f"oversized: {len(text)} chars")
+            return "deadletter"
+        try:
+            frame = self.c.classify(text)
+        except UnknownFrame as exc:
+            self._dead(conn, text, recv_ns, f"unknown_shape: {exc}")
+            return "deadletter"
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = "invalid_json" if isinstance(exc, json.JSONDecodeError) else f"bad_field: {exc}"
+            self._dead(conn, text, recv_ns, reason)
+            self._verify_after_bad_frame(conn, text)
+            return "deadletter"
+        if frame.kind == "data" and frame.channel is not None:
+            symbol = frame.native_symbol
+            self._emit(
+                Envelope(
+                    self.name,
+                    frame.channel,
+                    frame.stream,
+                    text,
+                    recv_ns,
+                    conn.conn_id,
+                    conn.seq,
+                    "ws",
+                    symbol,
+                )
+            )
+            self.m.frames.labels(self.name, frame.channel, "data").inc()
+            if symbol is not None:
+                now = conn.last_frame
+                self._last_data[symbol] = now
+                if frame.channel in ("l1", "ticker"):
+                    self._last_l1[symbol] = now
+                for trade_id in frame.trade_ids:
+                    self._observe_trade(conn, symbol, trade_id)
+            return "data"
+        self._frame_counters.get(frame.kind, self._frame_counters["control"]).inc()
+        if frame.kind == "ack":
+            conn.acks += 1
+        elif frame.kind == "error":
+            logger.warning(
+                "exchange error on %s: %s",
+                conn.conn_id,
+                frame.detail,
+                extra={"exchange": self.name, "conn_id": conn.conn_id},
+            )
+            self._dead(conn, text, recv_ns, f"exchange_error: {frame.detail}", counted=True)
+        elif frame.kind == "reconnect" and conn.ws is not None:
+            conn.close_reason = "server_shutdown"
+            self._tasks.append(asyncio.get_running_loop().create_task(conn.ws.close()))
+        elif frame.last_trade_id is not None and frame.native_symbol is not None:
+            self._on_heartbeat(frame.native_symbol, frame.last_trade_id)
+        return frame.detail or frame.kind
+
+    def _dead(
+        self, conn: _Connection, text: str, recv_ns: int, reason: str, *, counted: bool = False
+    ) -> None:
+        if not counted:
+            self._frame_counters["deadletter"].inc()
+        self.m.deadletters.labels(self.name, reason.split(":", 1)[0]).inc()
+        self._emit(
+            Envelope(self.name, "deadletter", "", text, recv_ns, conn.conn_id, conn.seq, "ws", None, reason)
+        )
+
+    def _verify_after_bad_frame(self, conn: _Connection, text: str) -> None:
+        """A truncated frame may have carried a trade: re-check the markets it could belong to."""
+        named = [s for s in conn.markets if s in text]
+        self._schedule_fills(named or conn.markets, "bad_frame")
+
+    def _observe_trade(self, conn: _Connection, symbol: str, trade_id: int) -> None:
+        conn.first_ids.setdefault(symbol, trade_id)
+        last = self.last_ids.get(symbol)
+        if last is None:
+            self.last_ids[symbol] = trade_id
+            return
+        if trade_id <= last:
+            self.m.duplicates.labels(self.name).inc()
+            return
+        if self.c.CONSECUTIVE_IDS and trade_id > last + 1:
+            self._gap_queue.put_nowait(_GapJob(symbol, last, trade_id, "id_jump"))
+            self.m.gaps_detected.labels(self.name, "id_jump").inc()
+        self.last_ids[symbol] = trade_id
+
+    def _on_heartbeat(self, symbol: str, last_trade_id: int) -> None:
+        last = self.last_ids.get(symbol)
+        if last is not None and last_trade_id > last and self._conn_of.get(symbol) is not None:
+            # The matching trade frame may still be on its way: check again after a moment.
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, self._heartbeat_recheck, symbol, last, last_trade_id)
+
+    def _heartbeat_recheck(self, symbol: str, seen: int, announced: int) -> None:
+        last = self.last_ids.get(symbol)
+        if last is not None and last < announced and last == seen:
+            self._gap_queue.put_nowait(_GapJob(symbol, last, announced + 1, "heartbeat"))
+            self.m.gaps_detected.labels(self.name, "heartbeat").inc()
+            self.last_ids[symbol] = announced
+
+    # --- gap fill ---------------------------------------------------------------------------------
+
+    async def _gap_worker(self, n: int) -> None:
+        while True:
+            if self._stop.is_set() and self._gap_queue.empty():
+                return
+            try:
+                job = await asyncio.wait_for(self._gap_queue.get(), 0.25)
+            except TimeoutError:
+                continue
+            if job.native_symbol not in self._conn_of:
+                continue
+            self._gap_busy += 1
+            try:
+                await self._fill(job)
+            except Exception as exc:
+                if not is_retryable(exc) and not isinstance(exc, RestError | ValueError | KeyError):
+                    raise
+                if job.attempt < _GAP_JOB_ATTEMPTS:
+                    logger.warning(
+                        "gap fill %s failed (%s); retrying", job, exc, extra={"exchange": self.name}
+                    )
+                    self._gap_queue.put_nowait(
+                        _GapJob(job.native_symbol, job.after_id, job.until_id, job.reason, job.attempt + 1)
+                    )
+                elif job.after_id is not None:
+                    logger.error("gap fill %s failed for good: %s", job, exc, extra={"exchange": self.name})
+                    self._record_gap(job.native_symbol, job.after_id, job.until_id, f"rest_failed: {exc}")
+            finally:
+                self._gap_busy -= 1
+
+    async def _fill(self, job: _GapJob) -> None:
+        symbol = job.native_symbol
+        self._rest_seq += 1
+        rest_id = f"rest-{self.name}-{self._rest_seq}"
+        if job.after_id is None:
+            request: RestRequest | None = self.c.recent_trades_request(symbol)
+        else:
+            request = self.c.gap_fill_request(symbol, after_id=job.after_id, until_id=job.until_id)
+        page_no = 0
+        recovered = 0
+        while request is not None:
+            page_no += 1
+            response = await self.rest.call(request)
+            self._land_rest("trades", request, response.body, response.recv_ts_ns, symbol, rest_id, page_no)
+            after = job.after_id if job.after_id is not None else -1
+            page = self.c.parse_trades_page(
+                response.body,
+                request=request,
+                headers=response.headers,
+                after_id=after,
+                until_id=job.until_id,
+            )
+            recovered += len(page.ids)
+            if page.ids:
+                self.last_ids[symbol] = max(self.last_ids.get(symbol, page.ids[-1]), page.ids[-1])
+            if page.gap is not None and job.after_id is not None:
+                self._record_gap(symbol, page.gap[0], page.gap[1], job.reason)
+            request = page.next_request
+        self.m.gap_trades.labels(self.name).inc(recovered)
+        self.m.gaps_filled.labels(self.name).inc()
+
+    def _record_gap(self, symbol: str, after_id: int, before_id: int | None, reason: str) -> None:
+        """Trades strictly between ``after_id`` and ``before_id`` are lost; narrow by what we saw."""
+        conn = self._conn_of.get(symbol)
+        first = conn.first_ids.get(symbol) if conn is not None else None
+        if first is not None and first > after_id and (before_id is None or first < before_id):
+            before_id = first
+        if before_id is not None and before_id <= after_id + 1 and self.c.CONSECUTIVE_IDS:
+            return
+        self.m.gaps_unrecoverable.labels(self.name).inc()
+        logger.warning(
+            "unrecoverable gap in %s: trades after %s and before %s (%s)",
+            symbol,
+            after_id,
+            before_id,
+            reason,
+            extra={"exchange": self.name},
+        )
+        record = {"native_symbol": symbol, "after_id": after_id, "before_id": before_id, "reason": reason}
+        self._emit(
+            Envelope(
+                self.name,
+                "gaps",
+                "gap",
+                json.dumps(record),
+                time.time_ns(),
+                "runner",
+                0,
+                "rest",
+                symbol,
+                None,
+            )
+        )
+
+    def _land_rest(
+        self,
+        channel: Channel,
+        request: RestRequest,
+        body: str,
+        recv_ns: int,
+        symbol: str | None,
+        rest_id: str | None = None,
+        page_no: int = 1,
+    ) -> None:
+        if rest_id is None:
+            self._rest_seq += 1
+            rest_id = f"rest-{self.name}-{self._rest_seq}"
+        self._emit(
+            Envelope(self.name, channel, request.target, body, recv_ns, rest_id, page_no, "rest", symbol)
+        )
+
+    # --- quiet markets and the L1 poller ------------------------------------------------------------
+
+    async def _market_watch_loop(self) -> None:
+        started = time.monotonic()
+        stale_before: set[str] = set()
+        poll = self.ext.l1_poll_interval_s
+        polled: dict[str, float] = {}
+        while not await self._sleep(1.0):
+            now = time.monotonic()
+            quiet = {
+                s
+                for s in self._conn_of
+                if now - self._last_data.get(s, started) > self.ext.market_quiet_after_s
+            }
+            self.m.stale_markets.labels(self.name).set(len(quiet))
+            if quiet - stale_before:
+                logger.info(
+                    "%d markets quiet for %.0fs; rediscovering",
+                    len(quiet - stale_before),
+                    self.ext.market_quiet_after_s,
+                    extra={"exchange": self.name},
+                )
+                self._rediscover_now.set()
+            stale_before = quiet
+            if not poll or "l1" not in self.channels:
+                continue
+            for symbol in list(self._conn_of):
+                request = self.c.l1_poll_request(symbol)
+                if request is None:
+                    break
+                last = max(self._last_l1.get(symbol, started), polled.get(symbol, started))
+                if now - last < poll or self.rest.bucket.available() < self.c.REST_WEIGHT_BURST / 2:
+                    continue
+                polled[symbol] = now
+                try:
+                    response = await self.rest.call(request)
+                except RestError as exc:
+                    logger.warning("L1 poll %s failed: %s", symbol, exc, extra={"exchange": self.name})
+                    continue
+                self._land_rest("l1", request, response.body, response.recv_ts_ns, symbol)
+
+
+class _Writer:
+    """Writes flushed batches to every sink, in order, retrying a failing sink within a bound."""
+
+    def __init__(self, sinks: Sequence[Sink], *, retry_s: float, metrics: Metrics) -> None:
+        self.sinks = list(sinks)
+        self.queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._retry_s = retry_s
+        self.m = metrics
+
+    def put(self, batch: Batch) -> None:
+        self.m.batch_size.labels(batch.exchange, batch.channel).observe(len(batch.envelopes))
+        self.queue.put_nowait(batch)
+        self.m.write_queue.set(self.queue.qsize())
+
+    async def run(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            self.m.write_queue.set(self.queue.qsize())
+            if batch is None:
+                return
+            await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+
+    async def _write(self, sink: Sink, batch: Batch) -> None:
+        backoff = Backoff(initial=0.1, cap=5.0)
+        deadline = time.monotonic() + self._retry_s
+        while True:
+            started = time.monotonic()
+            try:
+                await sink.write(batch)
+            except SinkError as exc:
+                self.m.sink_errors.labels(sink.name).inc()
+                delay = next(backoff)
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise FatalError(f"sink {sink.name} failed for batch {batch.batch_id}: {exc}") from exc
+                logger.warning("sink %s failed (%s); retry in %.2fs", sink.name, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.m.sink_latency.labels(sink.name).observe(time.monotonic() - started)
+            depth = getattr(sink, "depth", None)
+            if isinstance(depth, int):
+                self.m.spool_depth.labels(sink.name).set(depth)
+            return
+
+
+class Extractor:
+    """Every configured exchange in one process, batching into the given sinks.
+
+    ``await run(stop)`` returns after ``stop`` is set and every buffer has been flushed to the
+    sinks (bounded by ``shutdown_timeout_s`` for in-flight gap fills), or raises when a sink fails
+    beyond its retry bound or an unretryable error occurs. It does not close the sinks.
+    """
+
+    def __init__(self, settings: Settings, sinks: Sequence[Sink], *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.writer = _Writer(sinks, retry_s=settings.extractors.sink_retry_s, metrics=self.metrics)
+        per_symbol = {
+            name: get_connector(name).PER_SYMBOL_BATCH_CHANNELS for name in settings.extractors.exchanges
+        }
+        self.batcher = Batcher(
+            max_envelopes=settings.extractors.batch_max_envelopes,
+            max_age_s=settings.extractors.batch_max_age_s,
+            on_batch=self.writer.put,
+            per_symbol_channels=per_symbol,
+        )
+        self.runners: dict[str, ExchangeRunner] = {}
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+
+    def emit(self, envelope: Envelope) -> None:
+        key = (envelope.exchange, envelope.channel, envelope.source)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.envelopes.labels(*key)
+        counter.inc()
+        self.batcher.add(envelope)
+
+    @property
+    def idle(self) -> bool:
+        return all(r.idle for r in self.runners.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        ext = self.settings.extractors
+        runner_stop = asyncio.Event()
+        batcher_stop = asyncio.Event()
+        connector = aiohttp.TCPConnector(limit=32)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for name in ext.exchanges:
+                self.runners[name] = ExchangeRunner(
+                    get_connector(name),
+                    self.settings,
+                    emit=self.emit,
+                    metrics=self.metrics,
+                    http=http,
+                    stop=runner_stop,
+                )
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self.writer.run())
+                batcher = tg.create_task(self.batcher.run(batcher_stop))
+                runners = [tg.create_task(r.run()) for r in self.runners.values()]
+                await stop.wait()
+                logger.info("stopping: finishing gap fills and flushing buffers")
+                runner_stop.set()
+                _, pending = await asyncio.wait(runners, timeout=ext.shutdown_timeout_s)
+                for task in pending:
+                    task.cancel()
+                batcher_stop.set()
+                await batcher
+                self.batcher.flush_all()
+                self.writer.queue.put_nowait(None)
+                await writer
+        logger.info("stopped; every buffer flushed")
