@@ -351,7 +351,7 @@ class BinanceServer(ExchangeServer):
 
     def on_pong(self, conn: Connection, payload: bytes) -> None:
         pings: set[bytes] = conn.props["pings"]
-        if payload in pings:  # unsolicited pongs do not keep the link alive
+        if bytes(payload) in pings:  # unsolicited pongs do not keep the link alive
             pings.clear()
             conn.props["last_pong"] = time.monotonic()
 
