@@ -107,13 +107,12 @@ def test_unanswered_server_pings_disconnect_but_answered_ones_keep_the_link() ->
     async def main() -> None:
         async with sim(rate=20, ping_interval_s=0.1, ping_timeout_s=0.5) as s:
             url = s.urls["binance"].ws + "/ws/btcusdt@bookTicker"
-            async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(url, autoping=False) as silent:
-                    saw_ping = False
-                    async with asyncio.timeout(seconds(5)):
-                        async for msg in silent:
-                            saw_ping |= msg.type == aiohttp.WSMsgType.PING
-                    assert saw_ping and silent.close_code == 1008
+            async with aiohttp.ClientSession() as session, session.ws_connect(url, autoping=False) as silent:
+                saw_ping = False
+                async with asyncio.timeout(seconds(5)):
+                    async for msg in silent:
+                        saw_ping |= msg.type == aiohttp.WSMsgType.PING
+                assert saw_ping and silent.close_code == 1008
             async with websockets.connect(url) as polite:  # answers pings automatically
                 await asyncio.sleep(seconds(1.2))
                 assert (await recv_json(polite))["s"] == "BTCUSDT"
@@ -165,7 +164,7 @@ def test_weight_budget_overrun_answers_429_with_retry_after_and_code_1003() -> N
             results = [await http("GET", url) for _ in range(3)]
             assert [r[0] for r in results] == [200, 200, 429]
             assert [r[1]["x-mbx-used-weight-1m"] for r in results] == ["20", "40", "60"]
-            status, headers, body = results[2]
+            _, headers, body = results[2]
             assert body["code"] == -1003 and int(headers["retry-after"]) >= 1
 
     asyncio.run(main())

@@ -65,36 +65,33 @@ def test_bullet_welcome_ack_pong_and_invalid_token() -> None:
 
 def test_topic_frames_have_documented_shapes_and_matches_equal_truth() -> None:
     async def main() -> None:
-        async with ExchangeSimulator(("kucoin",), symbols=3, rate=200, seed=7) as s:
-            async with await kucoin_connect(s.urls["kucoin"].rest) as ws:
-                for i, topic in enumerate(
-                    [
-                        "/market/match:BTC-USDT,ETH-USDT",
-                        "/market/ticker:all",
-                        "/spotMarket/level1:ETH-USDT",
-                        "/market/ticker:BTC-USDT",
-                    ]
-                ):
-                    await ws.send(
-                        json.dumps({"id": i, "type": "subscribe", "topic": topic, "response": True})
+        async with (
+            ExchangeSimulator(("kucoin",), symbols=3, rate=200, seed=7) as s,
+            await kucoin_connect(s.urls["kucoin"].rest) as ws,
+        ):
+            for i, topic in enumerate(
+                [
+                    "/market/match:BTC-USDT,ETH-USDT",
+                    "/market/ticker:all",
+                    "/spotMarket/level1:ETH-USDT",
+                    "/market/ticker:BTC-USDT",
+                ]
+            ):
+                await ws.send(json.dumps({"id": i, "type": "subscribe", "topic": topic, "response": True}))
+            seen: dict[str, list[dict[str, object]]] = {}
+            async with asyncio.timeout(seconds(5)):
+                while (
+                    min(
+                        (len(seen.get(k, [])) for k in ("trade.l3match", "level1", "trade.ticker", "all")),
+                        default=0,
                     )
-                seen: dict[str, list[dict[str, object]]] = {}
-                async with asyncio.timeout(seconds(5)):
-                    while (
-                        min(
-                            (
-                                len(seen.get(k, []))
-                                for k in ("trade.l3match", "level1", "trade.ticker", "all")
-                            ),
-                            default=0,
-                        )
-                        < 3
-                        or len(seen) < 4
-                    ):
-                        m = await recv_json(ws)
-                        if m["type"] == "message":
-                            key = "all" if m["topic"] == "/market/ticker:all" else m["subject"]
-                            seen.setdefault(key, []).append(m)
+                    < 3
+                    or len(seen) < 4
+                ):
+                    m = await recv_json(ws)
+                    if m["type"] == "message":
+                        key = "all" if m["topic"] == "/market/ticker:all" else m["subject"]
+                        seen.setdefault(key, []).append(m)
         for m in seen["trade.l3match"]:
             d = m["data"]
             assert m["topic"] == f"/market/match:{d['symbol']}"
