@@ -74,6 +74,8 @@ class _Connection:
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     #: First trade id seen on the current connection, per market (bounds recorded gaps).
     first_ids: dict[str, int] = field(default_factory=dict)
+    #: Last trade id per market when the previous connection dropped (where the reconnect fill starts).
+    ids_at_drop: dict[str, int] = field(default_factory=dict)
     ever_connected: bool = False
 
 
@@ -307,6 +309,9 @@ class ExchangeRunner:
                 error = exc
             finally:
                 conn.ws = None
+                # What the reconnect must fill from: the ids seen before the drop (new frames on the
+                # next connection advance last_ids before the fill runs).
+                conn.ids_at_drop = {s: self.last_ids[s] for s in conn.markets if s in self.last_ids}
             if self._stop.is_set():
                 return
             if conn.opened_at and time.monotonic() - conn.opened_at >= self.ext.healthy_after_s:
@@ -391,11 +396,13 @@ class ExchangeRunner:
                 extra={"exchange": self.name, "conn_id": conn.conn_id},
             )
         if reconnect:
-            self._schedule_fills(conn.markets, "reconnect")
+            self._schedule_fills(conn.markets, "reconnect", conn.ids_at_drop)
 
-    def _schedule_fills(self, symbols: Sequence[str], reason: str) -> None:
+    def _schedule_fills(
+        self, symbols: Sequence[str], reason: str, after_ids: dict[str, int] | None = None
+    ) -> None:
         for symbol in symbols:
-            last = self.last_ids.get(symbol)
+            last = (after_ids or self.last_ids).get(symbol)
             self._gap_queue.put_nowait(_GapJob(symbol, last, None, reason))
             self.m.gaps_detected.labels(self.name, reason).inc()
 

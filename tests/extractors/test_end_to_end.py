@@ -72,11 +72,18 @@ async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
 
 
 async def extract_with_faults(
-    exchange: str, root: Path, faults: Callable[[ExchangeSimulator], Awaitable[None]]
+    exchange: str,
+    root: Path,
+    faults: Callable[[ExchangeSimulator, Extractor], Awaitable[None]],
+    *,
+    symbols: int = 6,
+    rate: int = 60,
+    **extra: Any,
 ) -> tuple[list[Envelope], set[Trade], Extractor]:
-    async with ExchangeSimulator(exchanges=(exchange,), symbols=6, rate=60, seed=11) as sim:
-        config = {
+    async with ExchangeSimulator(exchanges=(exchange,), symbols=symbols, rate=rate, seed=11) as sim:
+        config: dict[str, Any] = {
             "extractors": {
+                **extra,
                 "exchanges": [exchange],
                 "stale_after_s": seconds(1.5),
                 "backoff_initial_s": 0.05,
@@ -100,7 +107,7 @@ async def extract_with_faults(
         await wait_for(lambda: exchange in extractor.runners, seconds(5))
         runner = extractor.runners[exchange]
         await wait_for(lambda: len(runner.last_ids) >= 3, seconds(10))
-        await faults(sim)
+        await faults(sim, extractor)
         sim.clear_faults(exchange)
         await asyncio.sleep(seconds(1.5))
         await wait_for(lambda: extractor.idle, seconds(20))
@@ -166,11 +173,11 @@ def check_against_truth(exchange: str, envelopes: list[Envelope], truth: set[Tra
     return {"landed": len(landed), "lost": len(lost), "gaps": len(gaps)}
 
 
-@pytest.mark.parametrize("exchange", ["binance"])
+@pytest.mark.parametrize("exchange", ["binance", "kucoin", "coinbase"])
 def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frames_and_429s(
     exchange: str, tmp_path: Path
 ) -> None:
-    async def faults(sim: ExchangeSimulator) -> None:
+    async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
         await standard_faults(sim, exchange)
 
     envelopes, truth, extractor = asyncio.run(extract_with_faults(exchange, tmp_path, faults))
@@ -184,3 +191,43 @@ def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frame
     assert m.value("cryptolake_extractor_deadletters_total", exchange=exchange, reason="invalid_json") >= 2
     assert m.value("cryptolake_extractor_duplicate_trades_total", exchange=exchange) >= 1
     assert figures["landed"] > 50
+
+
+def test_kucoin_trades_older_than_the_last_100_become_exact_recorded_gaps(tmp_path: Path) -> None:
+    async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
+        # ~100 trades/s per market; a stall detected after 1.5 s misses more than histories keeps.
+        sim.inject("kucoin", "stall", after=0)
+        await asyncio.sleep(seconds(3))
+
+    envelopes, truth, extractor = asyncio.run(
+        extract_with_faults("kucoin", tmp_path, faults, symbols=3, rate=300)
+    )
+    figures = check_against_truth("kucoin", envelopes, truth)
+    assert figures["gaps"] >= 1 and figures["lost"] > 0
+    assert extractor.metrics.value("cryptolake_extractor_gaps_unrecoverable_total", exchange="kucoin") >= 1
+
+
+@pytest.mark.parametrize("exchange", ["binance", "coinbase"])
+def test_new_listings_are_picked_up_and_delisted_markets_dropped(exchange: str, tmp_path: Path) -> None:
+    state: dict[str, str] = {}
+
+    async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
+        runner = extractor.runners[exchange]
+        gone = runner.markets[0]
+        sim.delist(exchange, gone)
+        new = sim.list_market(exchange, "NEWC", "USDT", usd_price=2.5)
+        state.update(gone=gone, new=new)
+        await wait_for(lambda: new in runner.markets and gone not in runner.markets, seconds(10))
+        await wait_for(lambda: new in runner.last_ids, seconds(10))
+        await asyncio.sleep(seconds(1))
+
+    envelopes, truth, extractor = asyncio.run(
+        extract_with_faults(exchange, tmp_path, faults, symbols=4, rediscover_interval_s=0.5)
+    )
+    check_against_truth(exchange, envelopes, truth)
+    new_trades = [e for e in envelopes if e.channel == "trades" and e.native_symbol == state["new"]]
+    assert any(e.source == "ws" for e in new_trades)
+    m = extractor.metrics
+    assert m.value("cryptolake_extractor_markets_added_total", exchange=exchange) == 1
+    assert m.value("cryptolake_extractor_markets_dropped_total", exchange=exchange) == 1
+    assert len([e for e in envelopes if e.channel == "markets"]) >= 2
