@@ -1,0 +1,118 @@
+"""Extractor benchmark: envelopes per second per CPU core of one extractor process, and its RSS.
+
+The simulator runs in this process (its own thread and event loop) at full speed (``rate=0``);
+the extractor runs as a separate ``python -m extractors run`` process with the landing sink (and
+its spool) on a temporary folder, exactly as in production. Throughput is the growth of the
+extractor's ``cryptolake_extractor_envelopes_total`` (scraped from its metrics port) divided by
+the CPU seconds (user + system) the extractor process used in the same window, so it does not
+depend on how much CPU the simulator took. RSS is read from ``/proc`` at the end (Linux).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _envelopes(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cryptolake_extractor_envelopes_total{")
+    )
+
+
+def run(*, quick: bool = False, exchange: str = "binance", symbols: int = 50) -> dict[str, Any]:
+    """Start the simulator at full speed and one extractor process; measure; stop both."""
+    from infra.exchange_sim import SimulatorThread
+
+    warmup_s, measure_s = (3.0, 5.0) if quick else (5.0, 20.0)
+    metrics_port = _free_port()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SimulatorThread((exchange,), symbols=symbols, rate=0, seed=7) as sim,
+    ):
+        env = {
+            **os.environ,
+            "CRYPTOLAKE_EXTRACTORS_EXCHANGES": exchange,
+            f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL": sim.urls[exchange].rest,
+            f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_WS_URL": ""
+            if exchange == "kucoin"
+            else sim.urls[exchange].ws,
+            "CRYPTOLAKE_EXTRACTORS_METRICS_PORT": str(metrics_port),
+            "CRYPTOLAKE_EXTRACTORS_METRICS_HOST": "127.0.0.1",
+            "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "WARNING",
+            "CRYPTOLAKE_LANDING_ROOT": str(Path(tmp) / "landing"),
+            "CRYPTOLAKE_SPOOL_DIR": str(Path(tmp) / "spool"),
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", "landing"], env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    _envelopes(metrics_port)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("extractor did not start") from None
+                    time.sleep(0.2)
+            time.sleep(warmup_s)
+            cpu0, env0, t0 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+            time.sleep(measure_s)
+            cpu1, env1, t1 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+            rss = _rss_bytes(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            stop_started = time.monotonic()
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            stop_seconds = time.monotonic() - stop_started
+    envelopes = env1 - env0
+    cpu = max(cpu1 - cpu0, 1e-9)
+    return {
+        "exchange": exchange,
+        "symbols": symbols,
+        "envelopes": int(envelopes),
+        "envelopes_per_s_wall": round(envelopes / (t1 - t0)),
+        "extractor_cpu_cores_used": round(cpu / (t1 - t0), 2),
+        "envelopes_per_s_per_core": round(envelopes / cpu),
+        "extractor_rss_mb": round(rss / 2**20, 1),
+        "sigterm_exit_code": code,
+        "sigterm_exit_seconds": round(stop_seconds, 2),
+    }
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))
