@@ -1,0 +1,498 @@
+"""A bounded on-disk spool in front of a sink: a sink outage never stops collection.
+
+:class:`SpooledSink` wraps any :class:`~extractors.sinks.base.Sink`. While its spool is empty it
+writes through. When the inner sink raises a retryable :class:`SinkError` or takes longer than
+``write_timeout_s``, the batch is appended to a :class:`DiskQueue` (fsynced) and ``write`` returns:
+the batch is durable on local disk. From then on every new batch goes to the spool too, so order is
+kept, and a background replayer retries the head of the queue with capped, jittered backoff and
+drains it in order; once it is empty, writes go through again.
+
+Delivery is at-least-once: a write that timed out may still have landed, and a batch replayed
+just before a crash is replayed again at the next start. Batches keep their ``batch_id`` so
+downstream can recognise replays (bronze dedupes on the envelope's conn_id/conn_seq anyway).
+
+Nothing is dropped silently:
+
+- spool full (``max_bytes``): ``write`` logs ERROR, counts ``cryptolake_spool_rejected_total``
+  and raises a non-retryable :class:`SinkError`; the batch was *not* accepted.
+- a non-retryable error from the inner sink: on write-through it is raised to the caller; during
+  replay it stops the replayer (the batch stays at the head of the spool) and every later
+  ``write`` raises it, non-retryable.
+- ``close`` tries to drain for ``drain_timeout_s``; what is left stays on disk and is replayed by
+  the next :class:`SpooledSink` built on the same folder (the spool is reloaded on construction).
+
+On-disk format (:class:`DiskQueue`): numbered segment files ``<n>.seg`` of records
+``[u32 length][u32 crc32][payload]`` (big-endian), appended and fsynced, plus a ``head`` file with
+the position of the first undelivered record (replaced atomically after each delivery; not
+fsynced, so after a power loss a few delivered batches may be replayed again). A torn record at the
+end of the last segment (a crash during an append that never returned) is cut off on load; a bad
+record anywhere else is corruption and raises :class:`SpoolCorruptError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from extractors.backoff import Backoff
+from extractors.envelope import Batch, path_safe
+from extractors.sinks import metrics
+from extractors.sinks.base import Sink, SinkError
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">II")  # payload length, crc32 of the payload
+_SEGMENT_SUFFIX = ".seg"
+_HEAD_FILE = "head"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """The disk spool in front of each sink (config section ``spool:``).
+
+    ``dir``: folder of the spools; each sink gets ``<dir>/<sink name>``. Keep it on a persistent
+    local disk: after a restart the extractor replays what is left there.
+    ``max_bytes``: per sink; beyond it ``write`` raises a non-retryable error (never drops).
+    ``segment_bytes``: size at which a new segment file is started (delivered segments are deleted).
+    ``write_timeout_s``: an inner write slower than this counts as failed and the batch is spooled.
+    ``backoff_initial_s`` / ``backoff_max_s``: replay retry delays (:class:`extractors.backoff.Backoff`:
+    random start, doubling, hard cap, jittered).
+    ``drain_timeout_s``: how long ``close`` keeps replaying before leaving the rest on disk.
+    ``fsync``: fsync every spooled batch (turn off only in tests).
+    """
+
+    dir: str = "spool"
+    max_bytes: int = 1024 * 1024 * 1024
+    segment_bytes: int = 16 * 1024 * 1024
+    write_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    drain_timeout_s: float = 3.0
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0 or self.segment_bytes <= 0:
+            raise ValueError("spool.max_bytes and spool.segment_bytes must be positive")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ValueError("spool backoff needs 0 < backoff_initial_s <= backoff_max_s")
+
+
+class SpoolFullError(Exception):
+    """Appending would take the spool past ``max_bytes``."""
+
+
+class SpoolCorruptError(Exception):
+    """A spool segment holds a bad record that is not a torn tail; needs an operator."""
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """A batch as one spool record: a JSON header line, then its JSON lines exactly."""
+    header = {"exchange": batch.exchange, "channel": batch.channel, "key": batch.key, "id": batch.batch_id}
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + batch.to_jsonl()
+
+
+def decode_batch(record: bytes) -> Batch:
+    header_line, _, body = record.partition(b"\n")
+    header = json.loads(header_line)
+    return Batch(
+        exchange=header["exchange"],
+        channel=header["channel"],
+        key=header["key"],
+        batch_id=header["id"],
+        envelopes=tuple(Batch.envelopes_from_jsonl(body)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    segment: int
+    offset: int
+    length: int  # header + payload
+
+
+class DiskQueue:
+    """A FIFO of byte records in append-only, fsynced segment files (see the module docstring).
+
+    Not thread-safe: one owner, calls serialised by the caller.
+    """
+
+    def __init__(
+        self, directory: Path, *, max_bytes: int, segment_bytes: int = 16 << 20, fsync: bool = True
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._entries: collections.deque[_Entry] = collections.deque()
+        self._nbytes = 0
+        self._readers: dict[int, int] = {}  # segment -> read fd
+        self._writer: int | None = None  # fd of the tail segment
+        self._tail = 0
+        self._tail_size = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of undelivered records, headers included."""
+        return self._nbytes
+
+    def append(self, payload: bytes) -> None:
+        """Append one record durably; raises :class:`SpoolFullError` past ``max_bytes``."""
+        size = _HEADER.size + len(payload)
+        if self._nbytes + size > self.max_bytes:
+            raise SpoolFullError(
+                f"spool {self.directory} holds {self._nbytes} bytes; {size} more would pass max_bytes="
+                f"{self.max_bytes}"
+            )
+        if self._writer is None:
+            self._open_segment(self._tail)
+        elif self._tail_size >= self.segment_bytes:
+            self._open_segment(self._tail + 1)
+        assert self._writer is not None
+        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        try:
+            written = os.write(self._writer, record)
+            if written != len(record):
+                raise OSError(f"short write to spool segment ({written} of {len(record)} bytes)")
+            if self._fsync:
+                os.fsync(self._writer)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._writer, self._tail_size)
+            raise
+        self._entries.append(_Entry(self._tail, self._tail_size, size))
+        self._tail_size += size
+        self._nbytes += size
+
+    def peek(self) -> bytes | None:
+        """The first undelivered record, or ``None`` when the queue is empty."""
+        if not self._entries:
+            return None
+        entry = self._entries[0]
+        fd = self._readers.get(entry.segment)
+        if fd is None:
+            fd = self._readers[entry.segment] = os.open(self._segment_path(entry.segment), os.O_RDONLY)
+        data = os.pread(fd, entry.length, entry.offset)
+        length, crc = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size :]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            raise SpoolCorruptError(f"spool record at {entry} in {self.directory} changed on disk")
+        return payload
+
+    def pop(self) -> None:
+        """Mark the first record delivered (after its sink confirmed it)."""
+        entry = self._entries.popleft()
+        self._nbytes -= entry.length
+        if not self._entries:
+            self._reset()
+            return
+        nxt = self._entries[0]
+        for segment in range(entry.segment, nxt.segment):
+            self._delete_segment(segment)
+        head = self.directory / _HEAD_FILE
+        tmp = self.directory / (_HEAD_FILE + ".tmp")
+        tmp.write_text(json.dumps({"segment": nxt.segment, "offset": nxt.offset}))
+        os.replace(tmp, head)
+
+    def close(self) -> None:
+        for fd in self._readers.values():
+            os.close(fd)
+        self._readers.clear()
+        if self._writer is not None:
+            os.close(self._writer)
+            self._writer = None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _segment_path(self, segment: int) -> Path:
+        return self.directory / f"{segment:020d}{_SEGMENT_SUFFIX}"
+
+    def _open_segment(self, segment: int) -> None:
+        if self._writer is not None:
+            os.close(self._writer)
+        path = self._segment_path(segment)
+        self._writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._tail = segment
+        self._tail_size = os.fstat(self._writer).st_size
+        if self._fsync:
+            _fsync_dir(self.directory)
+
+    def _delete_segment(self, segment: int) -> None:
+        fd = self._readers.pop(segment, None)
+        if fd is not None:
+            os.close(fd)
+        if segment == self._tail and self._writer is not None:
+            os.close(self._writer)
+            self._writer = None
+        with contextlib.suppress(FileNotFoundError):
+            self._segment_path(segment).unlink()
+
+    def _reset(self) -> None:
+        """Everything delivered: drop all segments and the head; numbering continues."""
+        for segment in sorted({*self._readers, self._tail}):
+            self._delete_segment(segment)
+        for path in self.directory.glob(f"*{_SEGMENT_SUFFIX}"):
+            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / _HEAD_FILE).unlink()
+        self._tail += 1
+        self._tail_size = 0
+
+    def _load(self) -> None:
+        segments = sorted(int(p.stem) for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}") if p.stem.isdigit())
+        head_segment, head_offset = (segments[0], 0) if segments else (0, 0)
+        head_path = self.directory / _HEAD_FILE
+        if head_path.exists():
+            head = json.loads(head_path.read_text())
+            head_segment, head_offset = int(head["segment"]), int(head["offset"])
+        for segment in segments:
+            if segment < head_segment:
+                self._segment_path(segment).unlink()
+                continue
+            start = head_offset if segment == head_segment else 0
+            self._scan(segment, start, last=segment == segments[-1])
+        if segments:
+            self._tail = segments[-1]
+            if self._entries:
+                self._open_segment(self._tail)
+            else:
+                self._reset()
+
+    def _scan(self, segment: int, start: int, *, last: bool) -> None:
+        path = self._segment_path(segment)
+        data = path.read_bytes()
+        pos = start
+        while pos < len(data):
+            bad = pos + _HEADER.size > len(data)
+            if not bad:
+                length, crc = _HEADER.unpack_from(data, pos)
+                end = pos + _HEADER.size + length
+                bad = end > len(data) or zlib.crc32(data[pos + _HEADER.size : end]) != crc
+            if bad:
+                if not last:
+                    raise SpoolCorruptError(f"bad record at byte {pos} of {path}; move the file aside")
+                logger.warning(
+                    "spool %s: cutting a torn record (%d bytes) off %s", self.directory, len(data) - pos, path
+                )
+                with open(path, "r+b") as fh:
+                    fh.truncate(pos)
+                    os.fsync(fh.fileno())
+                return
+            self._entries.append(_Entry(segment, pos, end - pos))
+            self._nbytes += end - pos
+            pos = end
+
+
+class SpooledSink:
+    """Wraps ``inner`` with a disk spool in ``<settings.dir>/<inner.name>`` (or ``directory``).
+
+    Implements the :class:`~extractors.sinks.base.Sink` protocol with the same ``name`` as the
+    inner sink. ``write`` returns once the batch is durable in the inner sink *or* in the spool.
+    """
+
+    name: str
+
+    def __init__(self, inner: Sink, settings: SpoolSettings, *, directory: Path | None = None) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self._settings = settings
+        self.directory = directory or Path(settings.dir) / path_safe(inner.name)
+        self._queue = DiskQueue(
+            self.directory,
+            max_bytes=settings.max_bytes,
+            segment_bytes=settings.segment_bytes,
+            fsync=settings.fsync,
+        )
+        self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._replayer: asyncio.Task[None] | None = None
+        self._failure: SinkError | None = None
+        self._closed = False
+        self._update_gauges()
+        if len(self._queue):
+            logger.warning(
+                "%s: %d batch(es) (%d bytes) left in spool %s by an earlier run; replaying them first",
+                self.name,
+                len(self._queue),
+                self._queue.nbytes,
+                self.directory,
+            )
+
+    @property
+    def depth(self) -> int:
+        """Batches waiting in the spool."""
+        return len(self._queue)
+
+    async def write(self, batch: Batch) -> None:
+        if self._closed:
+            raise SinkError(f"{self.name}: sink is closed", retryable=False)
+        if self._failure is not None:
+            raise SinkError(
+                f"{self.name}: replaying the spool failed permanently ({self._failure}); "
+                f"{len(self._queue)} batch(es) wait in {self.directory}",
+                retryable=False,
+            ) from self._failure
+        async with self._lock:
+            if not self._queue:
+                try:
+                    await self._inner_write(batch)
+                    return
+                except SinkError as exc:
+                    if not exc.retryable:
+                        raise
+                    logger.warning("%s: write failed (%s); spooling to %s", self.name, exc, self.directory)
+                    await self._spool(batch)
+                    self._ensure_replayer(delay_first=True)
+                    return
+            await self._spool(batch)
+            self._ensure_replayer(delay_first=False)
+
+    async def close(self) -> None:
+        """Drain the spool for up to ``drain_timeout_s``, then close the inner sink."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._queue and self._failure is None:
+            self._ensure_replayer(delay_first=False)
+            self._kick.set()
+            replayer = self._replayer
+            assert replayer is not None
+            try:
+                await asyncio.wait_for(asyncio.shield(replayer), self._settings.drain_timeout_s)
+            except TimeoutError:
+                replayer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replayer
+        elif self._replayer is not None:
+            await self._replayer
+        if self._queue:
+            logger.warning(
+                "%s: %d batch(es) (%d bytes) stay in spool %s; they are replayed at the next start",
+                self.name,
+                len(self._queue),
+                self._queue.nbytes,
+                self.directory,
+            )
+        try:
+            await self.inner.close()
+        finally:
+            self._queue.close()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _inner_write(self, batch: Batch) -> None:
+        try:
+            await asyncio.wait_for(self.inner.write(batch), self._settings.write_timeout_s)
+        except TimeoutError:
+            metrics.WRITE_ERRORS.labels(self.name, "true").inc()
+            raise SinkError(
+                f"{self.name}: write took longer than spool.write_timeout_s={self._settings.write_timeout_s}"
+            ) from None
+
+    async def _spool(self, batch: Batch) -> None:
+        record = encode_batch(batch)
+        try:
+            await asyncio.to_thread(self._queue.append, record)
+        except SpoolFullError as exc:
+            metrics.SPOOL_REJECTED.labels(self.name, "full").inc()
+            logger.error("%s: SPOOL FULL, batch %s refused: %s", self.name, batch.batch_id, exc)
+            raise SinkError(f"{self.name}: {exc}", retryable=False) from exc
+        except OSError as exc:
+            metrics.SPOOL_REJECTED.labels(self.name, "io").inc()
+            logger.error(
+                "%s: cannot spool batch %s to %s: %s", self.name, batch.batch_id, self.directory, exc
+            )
+            raise SinkError(f"{self.name}: cannot spool: {exc}", retryable=False) from exc
+        metrics.SPOOLED.labels(self.name).inc()
+        self._update_gauges()
+
+    def _ensure_replayer(self, *, delay_first: bool) -> None:
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(
+                self._replay(delay_first=delay_first), name=f"{self.name}-spool-replayer"
+            )
+
+    async def _replay(self, *, delay_first: bool) -> None:
+        delays = Backoff(initial=self._settings.backoff_initial_s, cap=self._settings.backoff_max_s)
+        failed = delay_first
+        attempt_started = 0.0
+        while True:
+            if failed:
+                delay = next(delays)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), delay)  # close() cuts the wait short
+                self._kick.clear()
+            async with self._lock:
+                record = self._queue.peek()
+            if record is None:
+                return
+            batch = decode_batch(record)
+            attempt_started = time.monotonic()
+            try:
+                await self._inner_write(batch)
+            except SinkError as exc:
+                if not exc.retryable:
+                    self._failure = exc
+                    metrics.SPOOL_REJECTED.labels(self.name, "fatal").inc()
+                    logger.error(
+                        "%s: replaying batch %s failed permanently: %s; %d batch(es) stay in %s",
+                        self.name,
+                        batch.batch_id,
+                        exc,
+                        len(self._queue),
+                        self.directory,
+                    )
+                    return
+                failed = True
+                logger.warning(
+                    "%s: replay of batch %s failed after %.2fs (%s); %d batch(es) spooled",
+                    self.name,
+                    batch.batch_id,
+                    time.monotonic() - attempt_started,
+                    exc,
+                    len(self._queue),
+                )
+                continue
+            except Exception as exc:
+                self._failure = SinkError(f"unexpected error: {exc!r}", retryable=False)
+                logger.exception("%s: replaying batch %s failed unexpectedly", self.name, batch.batch_id)
+                return
+            async with self._lock:
+                self._queue.pop()
+                empty = not self._queue
+            metrics.REPLAYED.labels(self.name).inc()
+            self._update_gauges()
+            if failed:
+                logger.info(
+                    "%s: sink is back; replaying %d spooled batch(es)", self.name, len(self._queue) + 1
+                )
+                delays.reset()
+                failed = False
+            if empty:
+                logger.info("%s: spool drained", self.name)
+                return
+
+    def _update_gauges(self) -> None:
+        metrics.SPOOL_DEPTH.labels(self.name).set(len(self._queue))
+        metrics.SPOOL_BYTES.labels(self.name).set(self._queue.nbytes)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

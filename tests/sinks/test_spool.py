@@ -1,0 +1,233 @@
+"""The disk spool: outages spool and replay in order, restarts replay, the bound surfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from extractors.envelope import Batch
+from extractors.sinks.base import SinkError
+from extractors.sinks.spool import DiskQueue, SpoolCorruptError, SpooledSink, SpoolSettings
+from tests.conftest import seconds
+from tests.sinks.helpers import FlakySink, batches, make_batch
+
+
+def spool_settings(tmp_path: Path, **kw: object) -> SpoolSettings:
+    base: dict[str, object] = {
+        "dir": str(tmp_path / "spool"),
+        "backoff_initial_s": 0.02,
+        "backoff_max_s": 0.1,
+        "drain_timeout_s": seconds(2),
+    }
+    base.update(kw)
+    return SpoolSettings(**base)  # type: ignore[arg-type]
+
+
+async def wait_until(cond: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+    assert cond(), "condition not met in time"  # type: ignore[operator]
+
+
+def test_outage_spools_and_every_batch_is_delivered_in_order_after_recovery(tmp_path: Path) -> None:
+    written = batches(30)
+    inner = FlakySink()
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path))
+        for b in written[:5]:
+            await sink.write(b)
+        assert sink.depth == 0 and inner.delivered == written[:5]
+        inner.down = True
+        started = time.monotonic()
+        for b in written[5:25]:
+            await sink.write(b)  # collection goes on: each write returns with the batch on disk
+        assert time.monotonic() - started < seconds(2)
+        assert sink.depth == 20
+        inner.down = False
+        for b in written[25:]:
+            await sink.write(b)  # behind the backlog, not ahead of it
+        await wait_until(lambda: sink.depth == 0, seconds(5))
+        assert inner.delivered == written
+        assert [b.to_jsonl() for b in inner.delivered] == [b.to_jsonl() for b in written]
+        await sink.close()
+        assert inner.closed
+
+    asyncio.run(run())
+    assert list((tmp_path / "spool" / "fake").iterdir()) == []
+
+
+def test_spool_survives_a_restart_and_replays_first(tmp_path: Path) -> None:
+    written = batches(11)
+    down = FlakySink()
+    down.down = True
+
+    async def first_run() -> None:
+        sink = SpooledSink(down, spool_settings(tmp_path, drain_timeout_s=0.1))
+        for b in written[:10]:
+            await sink.write(b)
+        await sink.close()  # sink still down: the batches stay on disk
+
+    asyncio.run(first_run())
+    assert down.delivered == []
+    up = FlakySink()
+
+    async def second_run() -> None:
+        sink = SpooledSink(up, spool_settings(tmp_path))
+        assert sink.depth == 10
+        await sink.write(written[10])
+        await sink.close()
+
+    asyncio.run(second_run())
+    assert up.delivered == written
+
+
+def test_close_drains_the_spool_when_the_sink_is_back(tmp_path: Path) -> None:
+    written = batches(5)
+    inner = FlakySink()
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path, backoff_initial_s=5, backoff_max_s=5))
+        inner.down = True
+        for b in written:
+            await sink.write(b)
+        inner.down = False
+        started = time.monotonic()
+        await sink.close()  # does not wait out the 5 s backoff
+        assert time.monotonic() - started < seconds(2)
+
+    asyncio.run(run())
+    assert inner.delivered == written
+
+
+def test_full_spool_refuses_loudly_and_keeps_what_it_accepted(tmp_path: Path) -> None:
+    written = batches(50)
+    inner = FlakySink()
+    inner.down = True
+    accepted: list[Batch] = []
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path, max_bytes=4096))
+        with pytest.raises(SinkError) as err:
+            for b in written:
+                await sink.write(b)
+                accepted.append(b)
+        assert err.value.retryable is False
+        assert "max_bytes" in str(err.value)
+        assert 0 < len(accepted) < len(written)
+        assert sink.depth == len(accepted)
+        inner.down = False
+        await wait_until(lambda: sink.depth == 0, seconds(5))
+        await sink.close()
+
+    asyncio.run(run())
+    assert inner.delivered == accepted
+
+
+def test_non_retryable_error_on_write_through_is_raised_not_spooled(tmp_path: Path) -> None:
+    inner = FlakySink()
+    inner.fatal = True
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path))
+        with pytest.raises(SinkError) as err:
+            await sink.write(make_batch(1))
+        assert err.value.retryable is False
+        assert sink.depth == 0
+        await sink.close()
+
+    asyncio.run(run())
+
+
+def test_permanent_failure_during_replay_stops_it_and_surfaces_on_the_next_write(tmp_path: Path) -> None:
+    written = batches(4)
+    inner = FlakySink()
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path, drain_timeout_s=0.1))
+        inner.down = True
+        for b in written[:3]:
+            await sink.write(b)
+        inner.fatal = True
+        attempts = inner.attempts
+        await wait_until(lambda: inner.attempts > attempts, seconds(5))  # the replayer hit it
+        await asyncio.sleep(0.05)
+        with pytest.raises(SinkError) as err:
+            await sink.write(written[3])
+        assert err.value.retryable is False
+        assert "permanently" in str(err.value)
+        assert sink.depth == 3  # nothing dropped
+        await sink.close()
+
+    asyncio.run(run())
+    assert inner.delivered == []
+
+
+def test_a_write_slower_than_the_timeout_is_spooled_and_replayed(tmp_path: Path) -> None:
+    written = batches(3)
+    inner = FlakySink()
+
+    async def run() -> None:
+        sink = SpooledSink(inner, spool_settings(tmp_path, write_timeout_s=0.05))
+        inner.delay_s = 1.0
+        await sink.write(written[0])
+        assert sink.depth == 1
+        inner.delay_s = 0.0
+        for b in written[1:]:
+            await sink.write(b)
+        await wait_until(lambda: sink.depth == 0, seconds(5))
+        await sink.close()
+
+    asyncio.run(run())
+    assert inner.delivered == written
+
+
+def test_disk_queue_cuts_a_torn_tail_record_on_load(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    for i in range(3):
+        q.append(f"record-{i}".encode())
+    q.close()
+    (segment,) = tmp_path.glob("*.seg")
+    with open(segment, "ab") as fh:
+        fh.write(b"\x00\x00\x00\x10\x12")  # half a header: an append that never returned
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    got = []
+    while (record := q.peek()) is not None:
+        got.append(record)
+        q.pop()
+    assert got == [b"record-0", b"record-1", b"record-2"]
+    q.append(b"after")
+    assert q.peek() == b"after"
+    q.close()
+
+
+def test_disk_queue_rolls_segments_deletes_delivered_ones_and_resumes_at_the_head(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=30)
+    for i in range(10):
+        q.append(f"record-{i:02d}-xxxxxxxxxxxx".encode())  # 30 bytes with header: one per segment
+    assert len(list(tmp_path.glob("*.seg"))) == 10
+    for _ in range(7):
+        q.pop()
+    assert len(list(tmp_path.glob("*.seg"))) == 3
+    q.close()
+    q = DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=30)
+    assert len(q) == 3
+    assert q.peek() == b"record-07-xxxxxxxxxxxx"
+    q.close()
+
+
+def test_disk_queue_refuses_to_load_a_corrupt_middle_segment(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=10)
+    q.append(b"first-record")
+    q.append(b"second-record")
+    q.close()
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(SpoolCorruptError):
+        DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=10)
