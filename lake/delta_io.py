@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lake.tables import Lake, TableSpec, table
@@ -102,3 +102,37 @@ def append(
     if app_id is not None and version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", version)
     writer.save(lake.path(name))
+
+
+def merge_rows(
+    df: DataFrame,
+    *,
+    lake: Lake,
+    name: str,
+    key: Sequence[str] | None = None,
+    insert_condition: str | None = None,
+    update_columns: Sequence[str] | None = None,
+    update_condition: str | None = None,
+    app_id: str | None = None,
+    version: int | None = None,
+) -> None:
+    """MERGE with explicit clauses: insert unmatched rows, update some columns of matched rows.
+
+    ``df`` must hold the table's columns and one row per key (dedupe first); extra columns may be
+    used in the conditions, which are SQL over the aliases ``s`` (source) and ``t`` (target).
+    ``update_columns`` ``None`` updates every column, ``()`` makes the MERGE insert-only.
+    ``app_id``/``version`` make it idempotent across restarts, as in :func:`merge_upsert`.
+    """
+    spark = df.sparkSession
+    spec: TableSpec = table(name)
+    key = tuple(key or spec.key)
+    target = ensure_table(spark, lake, name)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+    merge = target.alias("t").merge(df.alias("s"), condition)
+    columns = spec.columns if update_columns is None else list(update_columns)
+    if columns:
+        merge = merge.whenMatchedUpdate(condition=update_condition, set={c: f"s.`{c}`" for c in columns})
+    values: dict[str, str | Column] = {c: f"s.`{c}`" for c in spec.columns}
+    merge = merge.whenNotMatchedInsert(condition=insert_condition or "true", values=values)
+    with idempotent_write(spark, app_id=app_id, version=version):
+        merge.execute()

@@ -1,0 +1,243 @@
+"""Job plumbing shared by the streaming jobs: settings, the command line, triggers, sources, sinks.
+
+Settings come from the YAML file given with ``--config`` (sections ``lake:``, ``spark:``,
+``bronze:``, ``silver:``), then ``CRYPTOLAKE_<SECTION>_<KEY>`` environment variables, then the
+command-line flags; ``--help`` of every job lists each setting with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from lake.config import ConfigError, load_section, read_yaml
+from lake.delta_io import append, ensure_table
+from lake.session import SparkSettings, build_spark
+from lake.tables import BRONZE_RAW_EVENTS, SILVER_QUARANTINE, Lake, LakeSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BronzeSettings:
+    """``bronze_ingest`` (YAML section ``bronze:``, env ``CRYPTOLAKE_BRONZE_<KEY>``)."""
+
+    source: Literal["landing", "kafka"] = "landing"
+    landing_root: str = "landing"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_pattern: str = r"raw\..*"
+    kafka_starting_offsets: Literal["earliest", "latest"] = "earliest"
+    kafka_options: dict[str, str] = field(default_factory=dict)
+    max_files_per_trigger: int = 1000
+    max_offsets_per_trigger: int = 0
+    trigger: str = "availableNow"
+
+
+@dataclass(frozen=True)
+class SilverSettings:
+    """The silver jobs (YAML section ``silver:``, env ``CRYPTOLAKE_SILVER_<KEY>``)."""
+
+    trigger: str = "availableNow"
+    max_files_per_trigger: int = 200
+    dedupe_window: str = "10 minutes"
+    rate_carry_minutes: int = 5
+    reprice_minutes: int = 10
+
+
+SETTING_HELP: dict[str, str] = {
+    "source": "where raw envelopes come from: landing (files) or kafka",
+    "landing_root": "landing zone root holding raw/exchange=../channel=../dt=../hour=../*.jsonl.gz "
+    "(local folder or s3a://bucket/prefix)",
+    "kafka_bootstrap_servers": "Kafka bootstrap servers (host:port,...)",
+    "kafka_topic_pattern": "subscribePattern of the raw topics",
+    "kafka_starting_offsets": "where a new checkpoint starts reading Kafka: earliest or latest",
+    "kafka_options": "extra kafka.* source options (YAML mapping), e.g. security settings",
+    "max_files_per_trigger": "at most this many new files per micro-batch",
+    "max_offsets_per_trigger": "at most this many Kafka records per micro-batch (0: no limit)",
+    "trigger": "availableNow (process what is there, then stop) or processingTime=<interval>, "
+    "e.g. processingTime=10 seconds",
+    "dedupe_window": "watermark delay on bronze ingest_ts: re-delivered envelopes within it are "
+    "dropped before parsing (older duplicates are still removed by the MERGE)",
+    "rate_carry_minutes": "a row without a USDT rate in its own minute takes the latest rate at most "
+    "this many minutes older (method suffixed :carried)",
+    "reprice_minutes": "tickers/L1: rows this many minutes before a batch's first minute are re-priced "
+    "when rates changed",
+}
+
+
+def parse_trigger(text: str) -> dict[str, Any]:
+    """``availableNow``, ``once`` or ``processingTime=<interval>`` -> ``DataStreamWriter.trigger`` kwargs."""
+    value = text.strip()
+    if value == "availableNow":
+        return {"availableNow": True}
+    if value == "once":
+        return {"once": True}
+    if value.startswith("processingTime="):
+        interval = value.split("=", 1)[1].strip()
+        if interval.isdigit():
+            interval += " seconds"
+        return {"processingTime": interval}
+    raise ConfigError(f"trigger {text!r}: use availableNow, once or processingTime=<interval>")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What ``main`` resolved: the lake, the Spark settings and the job's own settings."""
+
+    lake: Lake
+    spark: SparkSettings
+    settings: Any
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(
+    *, prog: str, description: str, section: str, settings_cls: type[Any]
+) -> argparse.ArgumentParser:
+    """Flags for the lake, Spark and every field of ``settings_cls`` (each documented)."""
+    defaults = settings_cls()
+    epilog = (
+        f"Every setting can also be given in the YAML file (section '{section}:') or the environment "
+        f"(CRYPTOLAKE_{section.upper()}_<KEY>); flags win over the environment, which wins over the file. "
+        "The lake root and checkpoints: section 'lake:' (CRYPTOLAKE_LAKE_ROOT, "
+        "CRYPTOLAKE_LAKE_CHECKPOINT_ROOT); Spark: section 'spark:' (see config.example.yaml)."
+    )
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("--config", help="YAML config file (sections lake:, spark:, bronze:, silver:)")
+    parser.add_argument("--lake-root", help="lake root: local folder or s3a://bucket/prefix (lake.root)")
+    parser.add_argument(
+        "--checkpoint-root", help="checkpoint folder (lake.checkpoint_root; default <root>/_checkpoints)"
+    )
+    parser.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077 (spark.master)")
+    group = parser.add_argument_group(f"{section} settings")
+    for f in dataclasses.fields(settings_cls):
+        default = getattr(defaults, f.name)
+        group.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{SETTING_HELP.get(f.name, '')} ({section}.{f.name}, default {default!r})",
+        )
+    return parser
+
+
+def resolve(
+    args: argparse.Namespace, *, section: str, settings_cls: type[T], environ: Mapping[str, str] | None = None
+) -> JobContext:
+    config = read_yaml(args.config)
+    lake = Lake(
+        load_section(
+            LakeSettings,
+            "lake",
+            config=config,
+            environ=environ,
+            overrides={"root": args.lake_root, "checkpoint_root": args.checkpoint_root},
+        )
+    )
+    spark = load_section(
+        SparkSettings, "spark", config=config, environ=environ, overrides={"master": args.master}
+    )
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_cls)}  # type: ignore[arg-type]
+    settings = load_section(settings_cls, section, config=config, environ=environ, overrides=overrides)
+    return JobContext(lake=lake, spark=spark, settings=settings)
+
+
+def run_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    section: str,
+    settings_cls: type[Any],
+    build_query: Callable[..., StreamingQuery],
+) -> int:
+    """Parse flags, build Spark, start the query and wait for it; exit code 0, 1 (failed) or 2 (config)."""
+    parser = build_parser(prog=prog, description=description, section=section, settings_cls=settings_cls)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        ctx = resolve(args, section=section, settings_cls=settings_cls)
+        parse_trigger(ctx.settings.trigger)
+        spark = build_spark(ctx.spark)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    query = build_query(spark, ctx.settings, lake=ctx.lake)
+    query.awaitTermination()
+    if query.exception() is not None:
+        logger.error("query %s failed: %s", query.name, query.exception())
+        return 1
+    return 0
+
+
+# --- sources and sinks used by the silver jobs ------------------------------------------------
+
+
+def bronze_stream(spark: SparkSession, lake: Lake, *, channel: str, settings: SilverSettings) -> DataFrame:
+    """``bronze.raw_events`` of one channel as a stream, re-delivered envelopes dropped.
+
+    The watermark is on ``ingest_ts`` (when bronze wrote the row), not on the exchange or receive
+    time, so a batch replayed from an extractor's spool hours later is never dropped as late.
+    """
+    ensure_table(spark, lake, BRONZE_RAW_EVENTS.name)
+    return (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", settings.max_files_per_trigger)
+        .load(lake.path(BRONZE_RAW_EVENTS.name))
+        .where(F.col("channel") == channel)
+        .withWatermark("ingest_ts", settings.dedupe_window)
+        .dropDuplicatesWithinWatermark(["exchange", "channel", "source", "conn_id", "conn_seq", "recv_ts_ns"])
+    )
+
+
+def read_table(spark: SparkSession, lake: Lake, name: str) -> DataFrame:
+    ensure_table(spark, lake, name)
+    return spark.read.format("delta").load(lake.path(name))
+
+
+def write_quarantine(rows: DataFrame, *, lake: Lake, app_id: str, version: int) -> None:
+    """Append quarantine rows (blind append: never conflicts with other jobs; idempotent per batch)."""
+    append(
+        rows.select(*SILVER_QUARANTINE.columns),
+        lake=lake,
+        name=SILVER_QUARANTINE.name,
+        app_id=app_id,
+        version=version,
+    )
+
+
+def start(
+    df: DataFrame,
+    process: Callable[[DataFrame, int], None],
+    *,
+    name: str,
+    lake: Lake,
+    trigger: str,
+) -> StreamingQuery:
+    """Start ``df`` with a ``foreachBatch`` sink, its own checkpoint and query name."""
+    return (
+        df.writeStream.queryName(name)
+        .foreachBatch(process)
+        .option("checkpointLocation", lake.checkpoint(name))
+        .trigger(**parse_trigger(trigger))
+        .start()
+    )
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
