@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,30 @@ def consume_all(
         consumer.close()
 
 
+class _Stage:
+    """Hands broker stop/start to the main thread: ``KafkaService.start`` must run there, because
+    the broker is tied to the thread that started it (PR_SET_PDEATHSIG) and must outlive this test."""
+
+    def __init__(self) -> None:
+        self.request = threading.Event()
+        self.done = threading.Event()
+
+    async def run_in_main(self) -> None:
+        self.request.set()
+        while not self.done.is_set():
+            await asyncio.sleep(0.05)
+
+
+def _serve(
+    stage: _Stage, action: Callable[[], None], worker: threading.Thread, errors: list[BaseException]
+) -> None:
+    while not stage.request.wait(0.1):
+        if not worker.is_alive():
+            raise errors[0] if errors else AssertionError("writer stopped before the broker outage")
+    action()
+    stage.done.set()
+
+
 def test_kafka_sink_lands_byte_identical_records_in_order_across_a_broker_outage(
     kafka_service: KafkaService, kafka_topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -65,6 +91,7 @@ def test_kafka_sink_lands_byte_identical_records_in_order_across_a_broker_outage
     written: list[Batch] = []
     latencies: list[float] = []
     phases: dict[str, float] = {}
+    stop, start = _Stage(), _Stage()
 
     async def write(sink: SpooledSink, b: Batch) -> float:
         started = time.monotonic()
@@ -78,20 +105,19 @@ def test_kafka_sink_lands_byte_identical_records_in_order_across_a_broker_outage
             latencies.append(await write(sink, batch(i)))
             assert sink.depth == 0
         phases["up"] = time.monotonic()
-        await asyncio.to_thread(kafka_service.stop)
+        await stop.run_in_main()
         phases["stopped"] = time.monotonic()
         first = await write(sink, batch(15))  # fails within the delivery bound, then spooled
         assert first < seconds(8)
         for i in range(16, 35):  # outage: every write returns at once into the spool
             assert await write(sink, batch(i)) < seconds(1)
         assert sink.depth == 20
-        restart = asyncio.create_task(asyncio.to_thread(kafka_service.start, timeout=seconds(90)))
+        start.request.set()
         i = 35
-        while not restart.done():  # collection goes on while the broker comes back
+        while not start.done.is_set():  # collection goes on while the broker comes back
             await write(sink, batch(i))
             i += 1
             await asyncio.sleep(0.1)
-        await restart
         phases["started"] = time.monotonic()
         for j in range(i, i + 10):
             await write(sink, batch(j))
@@ -102,7 +128,28 @@ def test_kafka_sink_lands_byte_identical_records_in_order_across_a_broker_outage
         phases["drained"] = time.monotonic()
         await sink.close()
 
-    asyncio.run(run())
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, name="sink-writer")
+    worker.start()
+    try:
+        _serve(stop, kafka_service.stop, worker, errors)
+        _serve(start, lambda: kafka_service.start(timeout=seconds(90)), worker, errors)
+    finally:
+        if stop.done.is_set() and not start.done.is_set():
+            kafka_service.start(timeout=seconds(90))  # leave the session's broker running
+            start.done.set()
+        worker.join(seconds(120))
+    assert not worker.is_alive()
+    if errors:
+        raise errors[0]
+
     topic = f"{kafka_topic_prefix}.raw.binance.trades"
     records = consume_all(kafka_service.bootstrap, topic, expected=len(written), timeout=seconds(30))
     assert [value for _, value, _ in records] == [b.to_jsonl() for b in written]
