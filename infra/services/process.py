@@ -19,8 +19,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,24 +143,44 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` in its own session, stdout and stderr appended to ``log_path``.
 
-    ``die_with_parent`` asks Linux to SIGTERM the child when the calling thread dies, so a test
-    session killed hard leaves no broker behind; ``python -m infra.services up`` leaves it off so
-    the services outlive the command.
+    ``die_with_parent`` asks Linux to SIGTERM the child when this process dies, so a test session
+    killed hard leaves no broker behind (safe to call from any thread); ``python -m infra.services
+    up`` leaves it off so the services outlive the command.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
-        )
+
+    def popen() -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+
+    # Linux sends the death signal when the *thread* that forked exits, not the process: fork
+    # from one thread that lives as long as the process, so a service started (or restarted)
+    # from a short-lived worker thread is not killed when that thread ends.
+    proc = _spawner().submit(popen).result() if die_with_parent else popen()
     pid_path.write_text(f"{proc.pid}\n")
     return proc
+
+
+_SPAWNER: ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """One worker thread, idle between spawns and alive until the interpreter exits."""
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="service-spawner")
+        return _SPAWNER
 
 
 def wait_ready(
