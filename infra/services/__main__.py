@@ -45,7 +45,8 @@ def _env_lines(state_dir: Path) -> list[str]:
     infos = status(state_dir=state_dir)
     lines: list[str] = []
     if infos["kafka"]["running"]:
-        lines.append(f"export CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS={shlex.quote(str(infos['kafka']['bootstrap']))}")
+        bootstrap = shlex.quote(str(infos["kafka"]["bootstrap"]))
+        lines.append(f"export CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
     if infos["minio"]["running"]:
         svc = MinioService(state_dir=state_dir)
         bucket = infos["minio"].get("bucket") or "cryptolake"
