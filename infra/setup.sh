@@ -52,35 +52,21 @@ for profile in spark kafka; do
     continue
   fi
   say "fetching $profile jars from Maven Central into $CACHE/jars/$profile"
-  rm -rf "$CACHE/jars/$profile"
+  # Copy into a staging folder and swap it in, so a running Spark or Kafka never sees a half-filled one.
+  staging=$CACHE/jars/.staging
+  rm -rf "$staging"
   mvn --batch-mode --quiet -s infra/maven-settings.xml -f infra/pom.xml -P "$profile" \
-      dependency:copy-dependencies \
+      -Djars.dir="$staging" dependency:copy-dependencies \
     || die "Maven could not fetch the $profile jars (see above): check access to Maven Central, then re-run 'make setup'"
+  rm -rf "$CACHE/jars/$profile.old"
+  [ -d "$CACHE/jars/$profile" ] && mv "$CACHE/jars/$profile" "$CACHE/jars/$profile.old"
+  mv "$staging/$profile" "$CACHE/jars/$profile"
+  rm -rf "$CACHE/jars/$profile.old" "$staging"
   rm -f "$STAMPS"/jars-"$profile"-*
   touch "$jar_stamp"
 done
 
-# 3. The Kafka broker's logging binding (SLF4J 2 API + Log4j 2 provider): the kafka profile
-#    resolves slf4j-api 1.7 and no binding, so without these the broker drops every log line,
-#    its startup errors included. infra/kafka puts this folder first on the broker's class path.
-KAFKA_LOGGING_JARS="org.slf4j:slf4j-api:2.0.17 org.apache.logging.log4j:log4j-slf4j2-impl:2.25.3"
-log_stamp=$STAMPS/jars-kafka-logging-$(echo "$KAFKA_LOGGING_JARS" | sha256sum | cut -c1-16)
-if [ -f "$log_stamp" ] && ls "$CACHE/jars/kafka-logging"/*.jar >/dev/null 2>&1; then
-  say "kafka logging jars up to date ($CACHE/jars/kafka-logging)"
-else
-  say "fetching the Kafka broker's logging jars into $CACHE/jars/kafka-logging"
-  rm -rf "$CACHE/jars/kafka-logging"
-  for artifact in $KAFKA_LOGGING_JARS; do
-    mvn --batch-mode --quiet -s infra/maven-settings.xml \
-        org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
-        -Dartifact="$artifact" -DoutputDirectory="$CACHE/jars/kafka-logging" \
-      || die "Maven could not fetch $artifact (see above): check access to Maven Central, then re-run 'make setup'"
-  done
-  rm -f "$STAMPS"/jars-kafka-logging-*
-  touch "$log_stamp"
-fi
-
-# 4. MinIO (the local S3 of infra/minio), built once with Go, its documented way: a few minutes.
+# 3. MinIO (the local S3 of infra/minio), built once with Go, its documented way: a few minutes.
 MINIO_BIN=$CACHE/bin/minio
 if [ -x "$MINIO_BIN" ]; then
   say "minio up to date ($MINIO_BIN)"

@@ -3,8 +3,8 @@
 This module only describes the broker: its ``server.properties``, the java command lines that
 format its storage and run it, and a readiness check. :mod:`infra.services` runs it in the
 background. The jars come from ``make setup`` (``infra/pom.xml`` profile ``kafka`` into
-``.cache/jars/kafka``, plus the SLF4J 2 + Log4j 2 binding into ``.cache/jars/kafka-logging`` so the
-broker's own log is written; without it every broker error is silently dropped).
+``.cache/jars/kafka``, with the SLF4J 2 API and its Log4j 2 binding pinned there so the broker's own
+log is written; without them every broker error is silently dropped).
 
 Defaults suit one node and one partition: replication factor 1 for every internal topic, topics
 auto-created on first use, no initial rebalance delay for consumer groups.
@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JARS_DIR = REPO_ROOT / ".cache" / "jars" / "kafka"
-LOGGING_JARS_DIR = REPO_ROOT / ".cache" / "jars" / "kafka-logging"
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
 
 #: Main classes in kafka_2.13-4.x: the server, and the storage tool (``kafka-storage.sh``).
@@ -54,16 +53,15 @@ def java_binary() -> str:
     return found
 
 
-def classpath(*, jars_dir: Path = JARS_DIR, logging_jars_dir: Path = LOGGING_JARS_DIR) -> str:
-    """The broker's class path; the logging jars come first so SLF4J 2 wins over the 1.7 API jar."""
+def classpath(*, jars_dir: Path = JARS_DIR) -> str:
+    """The broker's class path (the jars of the pom's ``kafka`` profile, logging binding included)."""
     if not any(jars_dir.glob("kafka_2.13-*.jar")):
         raise KafkaSetupError(f"no kafka_2.13-*.jar in {jars_dir}: run `make setup` to fetch the broker jars")
-    if not any(logging_jars_dir.glob("log4j-slf4j2-impl-*.jar")):
+    if not any(jars_dir.glob("log4j-slf4j2-impl-*.jar")):
         raise KafkaSetupError(
-            f"no log4j-slf4j2-impl jar in {logging_jars_dir}: run `make setup` to fetch the broker's "
-            "logging binding"
+            f"no log4j-slf4j2-impl jar in {jars_dir}: run `make setup` to fetch the broker's logging binding"
         )
-    return f"{logging_jars_dir}/*:{jars_dir}/*"
+    return f"{jars_dir}/*"
 
 
 def new_cluster_id() -> str:
