@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 CONFIG ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: help setup check format test run bench clean
 
@@ -28,9 +29,8 @@ format: setup ## Apply ruff fixes and formatting
 test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-run: setup ## Demo: create the lake's Delta tables locally and list them (grows with each component)
-	$(PY) -m lake $(CONFIG_ARG) init
-	$(PY) -m lake $(CONFIG_ARG) tables
+run: setup ## Demo: simulator -> extractors -> landing zone -> Spark bronze/silver -> SQL, all local (var/demo)
+	$(PY) -m infra.demo $(DEMO_ARGS)
 
 bench: setup ## Benchmarks: print figures and write them to bench-results.json
 	$(PY) -m infra.bench --out bench-results.json

@@ -81,11 +81,15 @@ def transform_and_report(*, workdir: Path) -> None:
     from lake.session import SparkSettings, build_spark
     from lake.sql import query
     from lake.tables import Lake, LakeSettings
-    from spark_jobs.pipeline import run_pipeline
+    from spark_jobs import pipeline
+    from spark_jobs.runtime import BronzeSettings, SilverSettings
 
     lake = Lake(LakeSettings(root=str(workdir / "lake")))
     spark = build_spark(SparkSettings(app_name="cryptolake-demo"))
-    run_pipeline(spark, lake=lake, landing_root=str(workdir / "landing"))
+    bronze = BronzeSettings(source="landing", landing_root=str(workdir / "landing"))
+    timings = pipeline.run(spark, lake=lake, bronze=bronze, silver=SilverSettings())
+    for name, seconds in timings.items():
+        print(f"   {name:24} {seconds:6.1f} s")
     step("SQL over the silver tables")
     for title, statement in (
         (

@@ -41,7 +41,6 @@ from pyspark.sql.types import (
     BooleanType,
     DataType,
     LongType,
-    MapType,
     StringType,
     StructField,
     StructType,
@@ -80,7 +79,7 @@ WRAPPER_SCHEMA = _struct("stream", "topic", "subject", "type", "code", "data")
 #: (2.4, 2.5): e E s t a p q T m, id price qty time isBuyerMaker; 24hrMiniTicker: e E s c o h l v q
 #: (b a on full tickers); @bookTicker u s b B a A and REST bookTicker symbol bidPrice bidQty
 #: askPrice askQty.
-BINANCE_ITEM_SCHEMA = MapType(StringType(), StringType())
+BINANCE_ITEM_SCHEMA = "map<string,string>"
 #: KuCoin /market/match data and REST /api/v1/market/histories rows (3.3, 3.5).
 KUCOIN_TRADE_SCHEMA = _struct("symbol", "sequence", "tradeId", "side", "price", "size", "time", "type")
 #: Coinbase Exchange matches / last_match and REST /products/{id}/trades rows (4A.2, 4A.3).

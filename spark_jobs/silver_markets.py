@@ -1,0 +1,69 @@
+"""silver_markets: discovery snapshots in ``bronze.raw_events`` (channel ``markets``) -> ``silver.markets``.
+
+Binance ``exchangeInfo``, KuCoin ``symbols`` and Coinbase ``products`` give one row per
+``(exchange, native_symbol)`` with the canonical ``BASE-QUOTE`` symbol, base and quote from the
+exchange's own fields (aliases applied, see :mod:`spark_jobs.symbols`) and the status. A newer
+snapshot updates a market; an older one replayed later does not.
+
+    spark-submit spark_jobs/silver_markets.py --lake-root lake-data --trigger availableNow
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from lake.delta_io import merge_rows
+from lake.tables import SILVER_MARKETS, Lake
+from spark_jobs.parsers import parse_markets
+from spark_jobs.runtime import SilverSettings, bronze_stream, run_main, start
+from spark_jobs.silver import dedupe_first
+from spark_jobs.symbols import markets_from_discovery
+
+QUERY = "silver_markets"
+CHANNEL = "markets"
+
+
+def latest_markets(bronze: DataFrame) -> DataFrame:
+    """Bronze discovery rows -> one ``silver.markets`` row per market: the latest snapshot's."""
+    markets = parse_markets(bronze).transform(markets_from_discovery)
+    return dedupe_first(markets, SILVER_MARKETS.key, (F.col("updated_ts").desc(), F.col("symbol").asc()))
+
+
+def make_batch_writer(*, lake: Lake, app_id: str = QUERY):  # type: ignore[no-untyped-def]
+    def process(batch: DataFrame, batch_id: int) -> None:
+        if batch.isEmpty():  # a no-data batch (the watermark moved): nothing to commit
+            return
+        merge_rows(
+            latest_markets(batch),
+            lake=lake,
+            name=SILVER_MARKETS.name,
+            update_condition="s.updated_ts >= t.updated_ts OR t.updated_ts IS NULL",
+            app_id=app_id,
+            version=batch_id,
+        )
+
+    return process
+
+
+def build_query(spark: SparkSession, settings: SilverSettings, *, lake: Lake) -> StreamingQuery:
+    stream = bronze_stream(spark, lake, channel=CHANNEL, settings=settings)
+    return start(stream, make_batch_writer(lake=lake), name=QUERY, lake=lake, trigger=settings.trigger)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(
+        argv,
+        prog="silver_markets",
+        description=__doc__ or "",
+        section="silver",
+        settings_cls=SilverSettings,
+        build_query=build_query,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
