@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -74,7 +75,10 @@ def run(
         for name, begin in starts:
             started = time.perf_counter()
             query = begin()
-            query.awaitTermination(None if timeout_s is None else max(1, round(timeout_s)))
+            try:
+                query.awaitTermination(None if timeout_s is None else max(1, round(timeout_s)))
+            except StreamingQueryException as exc:
+                raise RuntimeError(f"query {name} failed: {exc}") from exc
             if query.isActive:
                 query.stop()
                 raise TimeoutError(f"query {name} did not finish within {timeout_s} s")

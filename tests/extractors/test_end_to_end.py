@@ -71,6 +71,55 @@ async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def run_extractor(
+    sim: ExchangeSimulator,
+    exchanges: tuple[str, ...],
+    root: Path,
+    faults: Callable[[ExchangeSimulator, Extractor], Awaitable[None]],
+    **extra: Any,
+) -> Extractor:
+    """Extract ``exchanges`` from ``sim`` into a landing folder while ``faults`` run; stop cleanly."""
+    config: dict[str, Any] = {
+        "extractors": {
+            **extra,
+            "exchanges": list(exchanges),
+            "stale_after_s": seconds(1.5),
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.5,
+            "batch_max_age_s": 0.2,
+            "shutdown_timeout_s": seconds(5),
+            "l1_poll_interval_s": 1.0,
+            **{
+                exchange: {
+                    "rest_url": sim.urls[exchange].rest,
+                    "ws_url": "" if exchange == "kucoin" else sim.urls[exchange].ws,
+                    "markets_per_connection": 3,
+                }
+                for exchange in exchanges
+            },
+        }
+    }
+    settings = load_settings(config, environ={})
+    sink = LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=1.0))
+    extractor = Extractor(settings, [sink])
+    stop = asyncio.Event()
+    task = asyncio.create_task(extractor.run(stop))
+    await wait_for(lambda: all(exchange in extractor.runners for exchange in exchanges), seconds(5))
+    for exchange in exchanges:
+        runner = extractor.runners[exchange]
+        await wait_for(lambda runner=runner: len(runner.last_ids) >= 3, seconds(10))  # type: ignore[misc]
+    await faults(sim, extractor)
+    for exchange in exchanges:
+        sim.clear_faults(exchange)
+    await asyncio.sleep(seconds(1.5))
+    await wait_for(lambda: extractor.idle, seconds(20))
+    await asyncio.sleep(seconds(0.5))
+    stop.set()
+    await asyncio.wait_for(task, seconds(10))
+    await sink.close()
+    return extractor
+
+
 async def extract_with_faults(
     exchange: str,
     root: Path,
@@ -81,40 +130,7 @@ async def extract_with_faults(
     **extra: Any,
 ) -> tuple[list[Envelope], set[Trade], Extractor]:
     async with ExchangeSimulator(exchanges=(exchange,), symbols=symbols, rate=rate, seed=11) as sim:
-        config: dict[str, Any] = {
-            "extractors": {
-                **extra,
-                "exchanges": [exchange],
-                "stale_after_s": seconds(1.5),
-                "backoff_initial_s": 0.05,
-                "backoff_max_s": 0.5,
-                "batch_max_age_s": 0.2,
-                "shutdown_timeout_s": seconds(5),
-                "l1_poll_interval_s": 1.0,
-                exchange: {
-                    "rest_url": sim.urls[exchange].rest,
-                    "ws_url": "" if exchange == "kucoin" else sim.urls[exchange].ws,
-                    "markets_per_connection": 3,
-                },
-            }
-        }
-        settings = load_settings(config, environ={})
-        sink = LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=1.0))
-        extractor = Extractor(settings, [sink])
-        stop = asyncio.Event()
-        task = asyncio.create_task(extractor.run(stop))
-        runner = None
-        await wait_for(lambda: exchange in extractor.runners, seconds(5))
-        runner = extractor.runners[exchange]
-        await wait_for(lambda: len(runner.last_ids) >= 3, seconds(10))
-        await faults(sim, extractor)
-        sim.clear_faults(exchange)
-        await asyncio.sleep(seconds(1.5))
-        await wait_for(lambda: extractor.idle, seconds(20))
-        await asyncio.sleep(seconds(0.5))
-        stop.set()
-        await asyncio.wait_for(task, seconds(10))
-        await sink.close()
+        extractor = await run_extractor(sim, (exchange,), root, faults, **extra)
         truth = truth_trades(sim, exchange)
     return read_landing(root), truth, extractor
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 
-from lake.tables import Lake
+from lake.tables import Lake, LakeSettings
 from spark_jobs import pipeline, silver_trades
+from spark_jobs import silver as silver_module
 from spark_jobs.runtime import BronzeSettings, SilverSettings
 from tests.spark.envelopes import T0_NS, discovery_envelopes, envelope, land, q, ts
 
@@ -313,3 +315,51 @@ def test_landed_envelopes_become_exact_priced_silver_rows_and_replays_change_not
     process(bronze_rows, last)
     process(bronze_rows, last + 1)
     assert _trades(spark, lake) == expected
+
+
+def _table_rows(spark: SparkSession, lake: Lake, name: str, *, drop: tuple[str, ...] = ()) -> list[tuple]:
+    df = spark.read.format("delta").load(lake.path(name)).drop(*drop)
+    return sorted(tuple(r) for r in df.collect())
+
+
+def test_a_silver_query_killed_mid_batch_restarts_with_no_duplicates_and_no_gaps(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landing = tmp_path / "landing"
+    _first_landing(landing)
+    bronze = BronzeSettings(source="landing", landing_root=str(landing))
+    # One bronze file per micro-batch: the input spans several batches, so the crash is mid-stream.
+    silver = SilverSettings(rate_carry_minutes=5, max_files_per_trigger=1)
+    reference = Lake(LakeSettings(root=str(tmp_path / "reference")))
+    pipeline.run(spark, lake=reference, bronze=bronze, silver=silver, timeout_s=600, jobs=("silver_markets",))
+    pipeline.run(spark, lake=reference, bronze=None, silver=silver, timeout_s=600, jobs=("silver_trades",))
+
+    crashed = Lake(LakeSettings(root=str(tmp_path / "crashed")))
+    pipeline.run(spark, lake=crashed, bronze=bronze, silver=silver, timeout_s=600, jobs=("silver_markets",))
+    real_merge = silver_module.merge_rows
+    merges: list[int | None] = []
+
+    def crash_on_second_batch(*args: Any, **kwargs: Any) -> None:
+        # The second batch dies after its quarantine rows and USDT rates were committed and
+        # before its trades were: the partial state a killed driver leaves behind.
+        merges.append(kwargs["version"])
+        if len(merges) == 2:
+            raise RuntimeError("driver killed")
+        real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(silver_module, "merge_rows", crash_on_second_batch)
+    with pytest.raises(RuntimeError, match=r"(?s)query silver_trades failed.*driver killed"):
+        pipeline.run(spark, lake=crashed, bronze=None, silver=silver, timeout_s=600, jobs=("silver_trades",))
+    monkeypatch.undo()
+    assert len(merges) == 2
+    pipeline.run(spark, lake=crashed, bronze=None, silver=silver, timeout_s=600, jobs=("silver_trades",))
+
+    assert _trades(spark, crashed) == _trades(spark, reference)
+    assert len(_trades(spark, crashed)) == 8
+    assert _table_rows(spark, crashed, "silver.usdt_rates") == _table_rows(
+        spark, reference, "silver.usdt_rates"
+    )
+    drop = ("quarantined_ts", "batch_id")
+    assert _table_rows(spark, crashed, "silver.quarantine", drop=drop) == _table_rows(
+        spark, reference, "silver.quarantine", drop=drop
+    )
