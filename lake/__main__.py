@@ -3,12 +3,14 @@
 python -m lake tables                 # the registry: name, path, key, partitions
 python -m lake init                   # create every table (empty) under the lake root
 python -m lake sql "SELECT * FROM gold_ohlcv_1m LIMIT 10"
+spark-submit $(python -m lake submit-args) spark_jobs/silver_trades.py ...   # jars + Delta conf
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 
 from lake.config import ConfigError
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     sql = sub.add_parser("sql", help="run a SQL statement; tables are views named <layer>_<entity>")
     sql.add_argument("statement")
     sql.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    sub.add_parser(
+        "submit-args",
+        help="print the spark-submit options that put the local jars on the driver and enable Delta",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -36,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+
+    if args.command == "submit-args":
+        from lake.session import submit_args
+
+        try:
+            print(" ".join(shlex.quote(a) for a in submit_args(runtime.spark)))
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.command == "tables":
         for name, spec in TABLES.items():

@@ -96,6 +96,19 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
     return conf
 
 
+#: What must reach spark-submit's own command line: the driver JVM starts before our code runs.
+SUBMIT_KEYS = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog", "spark.driver.extraJavaOptions")
+
+
+def submit_args(settings: SparkSettings) -> list[str]:
+    """``spark-submit`` options for a job: ``--jars`` (the local jar folder) and the Delta settings."""
+    conf = spark_conf(settings)
+    args = ["--jars", conf["spark.jars"]] if "spark.jars" in conf else []
+    for key in SUBMIT_KEYS:
+        args += ["--conf", f"{key}={conf[key]}"]
+    return args
+
+
 def build_spark(settings: SparkSettings | None = None) -> SparkSession:
     """Create (or return the running) SparkSession configured for the lake."""
     settings = settings or SparkSettings()
@@ -108,8 +121,25 @@ def build_spark(settings: SparkSettings | None = None) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if _running_under_spark_submit():
+        _check_delta_on_driver(spark)
     logger.info("spark session ready", extra={"master": spark.sparkContext.master})
     return spark
+
+
+def _check_delta_on_driver(spark: SparkSession) -> None:
+    """Under spark-submit the driver's class path is fixed before ``spark.jars`` is read: say so."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    # py4j resolves a name it cannot load to a JavaPackage instead of failing.
+    if not isinstance(jvm.io.delta.tables.DeltaTable, JavaClass):
+        raise ConfigError(
+            "the Delta classes are not on the spark-submit driver's class path: pass the jars on the "
+            "command line, e.g. `spark-submit $(.venv/bin/python -m lake submit-args) spark_jobs/<job>.py`, "
+            "or --packages io.delta:delta-spark_4.2_2.13:4.4.0 on a cluster"
+        )
 
 
 def _running_under_spark_submit() -> bool:

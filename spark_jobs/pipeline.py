@@ -100,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="spark_jobs.pipeline", description=__doc__ or "", section="silver", settings_cls=SilverSettings
     )
     bronze_group = parser.add_argument_group("bronze settings (section bronze:)")
+    silver_names = {f.name for f in dataclasses.fields(SilverSettings)}
     for f in dataclasses.fields(BronzeSettings):
         if f.name == "trigger":
             continue
+        # A setting both layers have (max_files_per_trigger) is --bronze-<name> for bronze.
+        flag = f"bronze_{f.name}" if f.name in silver_names else f.name
         bronze_group.add_argument(
-            "--" + f.name.replace("_", "-"),
+            "--" + flag.replace("_", "-"),
             dest=f"bronze_{f.name}",
             default=None,
             metavar=f.name.upper(),
