@@ -77,6 +77,8 @@ def write_priced_batch(
     batch_id: int,
 ) -> None:
     """Quarantine, dedupe, (rates,) price and MERGE one micro-batch of normalized rows."""
+    if rows.isEmpty():  # availableNow ends with an empty batch; skip its fixed costs
+        return
     session = rows.sparkSession
     spec = table(target.name)
     started = time.perf_counter()

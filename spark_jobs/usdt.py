@@ -208,12 +208,14 @@ def changed_pricing(
     old: DataFrame, new: DataFrame, *, key: Sequence[str], columns: Sequence[str]
 ) -> DataFrame:
     """Rows of ``new`` whose pricing columns differ from the same key's row in ``old``."""
-    o = old.select(*key, *[F.col(c).alias(f"_old_{c}") for c in columns])
+    # Both sides usually derive from the same rows: renaming the old side's key columns keeps the
+    # join condition from collapsing into trivially true self-comparisons.
+    o = old.select(
+        *[F.col(k).alias(f"_old_key_{k}") for k in key], *[F.col(c).alias(f"_old_{c}") for c in columns]
+    )
     differs = F.lit(False)
     for c in columns:
         differs = differs | ~F.col(c).eqNullSafe(F.col(f"_old_{c}"))
-    cond = [new[k].eqNullSafe(o[k]) for k in key]
+    cond = [F.col(k).eqNullSafe(F.col(f"_old_key_{k}")) for k in key]
     joined = new.join(o, cond, "inner")
-    for k in key:
-        joined = joined.drop(o[k])
-    return joined.where(differs).drop(*[f"_old_{c}" for c in columns])
+    return joined.where(differs).drop(*[f"_old_key_{k}" for k in key], *[f"_old_{c}" for c in columns])
