@@ -6,10 +6,17 @@ its spool) on a temporary folder, exactly as in production. Throughput is the gr
 extractor's ``cryptolake_extractor_envelopes_total`` (scraped from its metrics port) divided by
 the CPU seconds (user + system) the extractor process used in the same window, so it does not
 depend on how much CPU the simulator took. RSS is read from ``/proc`` at the end (Linux).
+
+Latency: for every websocket trade frame landed during the measured window, the envelope's receive
+time minus the trade's own exchange time (Binance ``T`` ms, KuCoin ``time`` ns, Coinbase ``time``
+ISO), as p50/p99 in milliseconds. At full speed this includes the simulator's own send queue, so it
+is an upper bound of what the extractor adds.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import socket
@@ -18,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,34 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _event_ns(exchange: str, payload: str) -> int:
+    """The exchange's own time of a websocket trade frame, in ns since the epoch."""
+    doc = json.loads(payload)
+    data = doc.get("data", doc) if exchange != "coinbase" else doc
+    if exchange == "binance":
+        return int(data["T"]) * 1_000_000
+    if exchange == "kucoin":
+        return int(data["time"])
+    at = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
+    return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+
+
+def trade_latencies_ms(landing: Path, exchange: str, *, since_ns: int, until_ns: int) -> list[float]:
+    """Receive time minus exchange time of the ws trade envelopes landed under ``landing``."""
+    out: list[float] = []
+    for path in (landing / "raw").glob("exchange=*/channel=trades/**/*.jsonl.gz"):
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+            env = json.loads(line)
+            if env["source"] == "ws" and since_ns <= env["recv_ts_ns"] <= until_ns:
+                out.append((env["recv_ts_ns"] - _event_ns(exchange, env["payload"])) / 1e6)
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _envelopes(port: int) -> float:
@@ -87,8 +123,10 @@ def run(*, quick: bool = False, exchange: str = "binance", symbols: int = 50) ->
                     time.sleep(0.2)
             time.sleep(warmup_s)
             cpu0, env0, t0 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+            wall0 = time.time_ns()
             time.sleep(measure_s)
             cpu1, env1, t1 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+            wall1 = time.time_ns()
             rss = _rss_bytes(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -99,6 +137,7 @@ def run(*, quick: bool = False, exchange: str = "binance", symbols: int = 50) ->
                 proc.kill()
                 code = proc.wait()
             stop_seconds = time.monotonic() - stop_started
+        latencies = trade_latencies_ms(Path(tmp) / "landing", exchange, since_ns=wall0, until_ns=wall1)
     envelopes = env1 - env0
     cpu = max(cpu1 - cpu0, 1e-9)
     return {
@@ -109,6 +148,9 @@ def run(*, quick: bool = False, exchange: str = "binance", symbols: int = 50) ->
         "extractor_cpu_cores_used": round(cpu / (t1 - t0), 2),
         "envelopes_per_s_per_core": round(envelopes / cpu),
         "extractor_rss_mb": round(rss / 2**20, 1),
+        "ws_trade_frames_measured": len(latencies),
+        "trade_event_to_recv_ms_p50": round(_percentile(latencies, 0.50), 2),
+        "trade_event_to_recv_ms_p99": round(_percentile(latencies, 0.99), 2),
         "sigterm_exit_code": code,
         "sigterm_exit_seconds": round(stop_seconds, 2),
     }
