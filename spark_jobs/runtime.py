@@ -239,5 +239,33 @@ def start(
     )
 
 
+def start_silver_query(
+    spark: SparkSession,
+    settings: SilverSettings,
+    *,
+    lake: Lake,
+    channel: str,
+    name: str,
+    process: Callable[[DataFrame, int], None],
+) -> StreamingQuery:
+    """A silver job's query: ``bronze.raw_events`` of ``channel`` into ``process``, checkpoint ``name``."""
+    stream = bronze_stream(spark, lake, channel=channel, settings=settings)
+    return start(stream, process, name=name, lake=lake, trigger=settings.trigger)
+
+
+def silver_main(
+    argv: list[str] | None, *, prog: str, description: str, build_query: Callable[..., StreamingQuery]
+) -> int:
+    """``main`` of a silver job: its flags are the ``silver:`` settings."""
+    return run_main(
+        argv,
+        prog=prog,
+        description=description,
+        section="silver",
+        settings_cls=SilverSettings,
+        build_query=build_query,
+    )
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lake.delta_io import merge_rows, merge_upsert
-from lake.tables import SILVER_USDT_RATES, Lake, table
+from lake.tables import SILVER_MARKETS, SILVER_USDT_RATES, Lake, table
 from spark_jobs.columns import minute_of, to_quarantine
 from spark_jobs.runtime import SilverSettings, read_table, write_quarantine
 from spark_jobs.usdt import (
@@ -42,6 +42,9 @@ from spark_jobs.usdt import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: A ``foreachBatch`` function: (micro-batch, batch id) -> None.
+BatchWriter = Callable[[DataFrame, int], None]
 
 
 def dedupe_first(df: DataFrame, key: Sequence[str], order: Sequence[Column]) -> DataFrame:
@@ -65,6 +68,26 @@ class PricedTable:
     @property
     def key(self) -> tuple[str, ...]:
         return table(self.name).key
+
+
+def priced_batch_writer(
+    *,
+    target: PricedTable,
+    normalize: Callable[[DataFrame], Callable[[DataFrame], DataFrame]],
+    lake: Lake,
+    settings: SilverSettings,
+    app_id: str,
+) -> BatchWriter:
+    """The ``foreachBatch`` function of a priced silver job: ``normalize(markets)``, then write."""
+
+    def process(batch: DataFrame, batch_id: int) -> None:
+        markets = read_table(batch.sparkSession, lake, SILVER_MARKETS.name)
+        rows = batch.transform(normalize(markets))
+        write_priced_batch(
+            rows, target=target, lake=lake, settings=settings, app_id=app_id, batch_id=batch_id
+        )
+
+    return process
 
 
 def write_priced_batch(

@@ -19,7 +19,7 @@ from pyspark.sql.streaming import StreamingQuery
 from lake.delta_io import merge_rows
 from lake.tables import SILVER_MARKETS, Lake
 from spark_jobs.parsers import parse_markets
-from spark_jobs.runtime import SilverSettings, bronze_stream, run_main, start
+from spark_jobs.runtime import SilverSettings, silver_main, start_silver_query
 from spark_jobs.silver import dedupe_first
 from spark_jobs.symbols import markets_from_discovery
 
@@ -50,19 +50,12 @@ def make_batch_writer(*, lake: Lake, app_id: str = QUERY):  # type: ignore[no-un
 
 
 def build_query(spark: SparkSession, settings: SilverSettings, *, lake: Lake) -> StreamingQuery:
-    stream = bronze_stream(spark, lake, channel=CHANNEL, settings=settings)
-    return start(stream, make_batch_writer(lake=lake), name=QUERY, lake=lake, trigger=settings.trigger)
+    process = make_batch_writer(lake=lake)
+    return start_silver_query(spark, settings, lake=lake, channel=CHANNEL, name=QUERY, process=process)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(
-        argv,
-        prog="silver_markets",
-        description=__doc__ or "",
-        section="silver",
-        settings_cls=SilverSettings,
-        build_query=build_query,
-    )
+    return silver_main(argv, prog=QUERY, description=__doc__ or "", build_query=build_query)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.tables import PRICE, SILVER_MARKETS, SILVER_TICKERS, Lake
+from lake.tables import PRICE, SILVER_TICKERS, Lake
 from spark_jobs.parsers import parse_tickers
-from spark_jobs.runtime import SilverSettings, bronze_stream, read_table, run_main, start
-from spark_jobs.silver import PricedTable, write_priced_batch
+from spark_jobs.runtime import SilverSettings, silver_main, start_silver_query
+from spark_jobs.silver import BatchWriter, PricedTable, priced_batch_writer
 from spark_jobs.symbols import attach_symbols
 
 QUERY = "silver_tickers"
@@ -45,37 +45,19 @@ def normalize_tickers(markets: DataFrame):  # type: ignore[no-untyped-def]
     return transform
 
 
-def make_batch_writer(*, lake: Lake, settings: SilverSettings, app_id: str = QUERY):  # type: ignore[no-untyped-def]
-    def process(batch: DataFrame, batch_id: int) -> None:
-        markets = read_table(batch.sparkSession, lake, SILVER_MARKETS.name)
-        rows = batch.transform(normalize_tickers(markets))
-        write_priced_batch(
-            rows, target=TARGET, lake=lake, settings=settings, app_id=app_id, batch_id=batch_id
-        )
-
-    return process
+def make_batch_writer(*, lake: Lake, settings: SilverSettings, app_id: str = QUERY) -> BatchWriter:
+    return priced_batch_writer(
+        target=TARGET, normalize=normalize_tickers, lake=lake, settings=settings, app_id=app_id
+    )
 
 
 def build_query(spark: SparkSession, settings: SilverSettings, *, lake: Lake) -> StreamingQuery:
-    stream = bronze_stream(spark, lake, channel=CHANNEL, settings=settings)
-    return start(
-        stream,
-        make_batch_writer(lake=lake, settings=settings),
-        name=QUERY,
-        lake=lake,
-        trigger=settings.trigger,
-    )
+    process = make_batch_writer(lake=lake, settings=settings)
+    return start_silver_query(spark, settings, lake=lake, channel=CHANNEL, name=QUERY, process=process)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(
-        argv,
-        prog="silver_tickers",
-        description=__doc__ or "",
-        section="silver",
-        settings_cls=SilverSettings,
-        build_query=build_query,
-    )
+    return silver_main(argv, prog=QUERY, description=__doc__ or "", build_query=build_query)
 
 
 if __name__ == "__main__":
