@@ -1,16 +1,21 @@
-"""Extractor benchmark: envelopes per second per CPU core of one extractor process, and its RSS.
+"""Extractor benchmark: envelopes per second per CPU core of one extractor process, its RSS, and
+trade latency at a steady feed.
 
-The simulator runs in this process (its own thread and event loop) at full speed (``rate=0``);
-the extractor runs as a separate ``python -m extractors run`` process with the landing sink (and
-its spool) on a temporary folder, exactly as in production. Throughput is the growth of the
-extractor's ``cryptolake_extractor_envelopes_total`` (scraped from its metrics port) divided by
-the CPU seconds (user + system) the extractor process used in the same window, so it does not
-depend on how much CPU the simulator took. RSS is read from ``/proc`` at the end (Linux).
+The simulator runs in this process (its own thread and event loop); the extractor runs as a
+separate ``python -m extractors run`` process with the landing sink (and its spool) on a temporary
+folder, exactly as in production. Two phases:
 
-Latency: for every websocket trade frame landed during the measured window, the envelope's receive
-time minus the trade's own exchange time (Binance ``T`` ms, KuCoin ``time`` ns, Coinbase ``time``
-ISO), as p50/p99 in milliseconds. At full speed this includes the simulator's own send queue, so it
-is an upper bound of what the extractor adds.
+- **Throughput**, simulator at full speed (``rate=0``): the growth of the extractor's
+  ``cryptolake_extractor_envelopes_total`` (scraped from its metrics port) divided by the CPU
+  seconds (user + system) the extractor process used in the same window, so it does not depend on
+  how much CPU the simulator took; RSS from ``/proc`` at the end (Linux); the time SIGTERM takes.
+  The feed outruns the extractor here, so its readers pause (``max_pending_batches``) and the
+  figure is what one core sustains end to end, batches written included.
+- **Latency**, simulator at a steady ``latency_rate`` trades/s the extractor keeps up with: for
+  every websocket trade frame landed in the window, receive time minus the trade's own exchange
+  time (Binance ``T`` ms, KuCoin ``time`` ns, Coinbase ``time`` ISO), as p50/p99 in milliseconds.
+  A received frame is durable when its batch is written: at most ``batch_max_age_s`` later
+  (1 s by default) plus the sink's write time; landing files become visible when they roll.
 """
 
 from __future__ import annotations
@@ -87,72 +92,99 @@ def _envelopes(port: int) -> float:
     )
 
 
-def run(*, quick: bool = False, exchange: str = "binance", symbols: int = 50) -> dict[str, Any]:
-    """Start the simulator at full speed and one extractor process; measure; stop both."""
-    from infra.exchange_sim import SimulatorThread
-
-    warmup_s, measure_s = (3.0, 5.0) if quick else (5.0, 20.0)
+def _measure(
+    sim: Any, exchange: str, tmp: Path, *, warmup_s: float, measure_s: float
+) -> tuple[dict[str, Any], tuple[int, int]]:
+    """Run one extractor process against ``sim``; its counters and CPU over the measured window."""
     metrics_port = _free_port()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        SimulatorThread((exchange,), symbols=symbols, rate=0, seed=7) as sim,
-    ):
-        env = {
-            **os.environ,
-            "CRYPTOLAKE_EXTRACTORS_EXCHANGES": exchange,
-            f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL": sim.urls[exchange].rest,
-            f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_WS_URL": ""
-            if exchange == "kucoin"
-            else sim.urls[exchange].ws,
-            "CRYPTOLAKE_EXTRACTORS_METRICS_PORT": str(metrics_port),
-            "CRYPTOLAKE_EXTRACTORS_METRICS_HOST": "127.0.0.1",
-            "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "WARNING",
-            "CRYPTOLAKE_LANDING_ROOT": str(Path(tmp) / "landing"),
-            "CRYPTOLAKE_SPOOL_DIR": str(Path(tmp) / "spool"),
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", "landing"], env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    _envelopes(metrics_port)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("extractor did not start") from None
-                    time.sleep(0.2)
-            time.sleep(warmup_s)
-            cpu0, env0, t0 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
-            wall0 = time.time_ns()
-            time.sleep(measure_s)
-            cpu1, env1, t1 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
-            wall1 = time.time_ns()
-            rss = _rss_bytes(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            stop_started = time.monotonic()
+    env = {
+        **os.environ,
+        "CRYPTOLAKE_EXTRACTORS_EXCHANGES": exchange,
+        f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL": sim.urls[exchange].rest,
+        f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_WS_URL": ""
+        if exchange == "kucoin"
+        else sim.urls[exchange].ws,
+        "CRYPTOLAKE_EXTRACTORS_METRICS_PORT": str(metrics_port),
+        "CRYPTOLAKE_EXTRACTORS_METRICS_HOST": "127.0.0.1",
+        "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "WARNING",
+        "CRYPTOLAKE_LANDING_ROOT": str(tmp / "landing"),
+        "CRYPTOLAKE_SPOOL_DIR": str(tmp / "spool"),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", "landing"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-            stop_seconds = time.monotonic() - stop_started
-        latencies = trade_latencies_ms(Path(tmp) / "landing", exchange, since_ns=wall0, until_ns=wall1)
+                _envelopes(metrics_port)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("extractor did not start") from None
+                time.sleep(0.2)
+        time.sleep(warmup_s)
+        cpu0, env0, t0 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+        wall0 = time.time_ns()
+        time.sleep(measure_s)
+        cpu1, env1, t1 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+        wall1 = time.time_ns()
+        rss = _rss_bytes(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stop_started = time.monotonic()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        stop_seconds = time.monotonic() - stop_started
     envelopes = env1 - env0
     cpu = max(cpu1 - cpu0, 1e-9)
-    return {
-        "exchange": exchange,
-        "symbols": symbols,
+    figures = {
         "envelopes": int(envelopes),
         "envelopes_per_s_wall": round(envelopes / (t1 - t0)),
         "extractor_cpu_cores_used": round(cpu / (t1 - t0), 2),
         "envelopes_per_s_per_core": round(envelopes / cpu),
         "extractor_rss_mb": round(rss / 2**20, 1),
+        "sigterm_exit_code": code,
+        "sigterm_exit_seconds": round(stop_seconds, 2),
+    }
+    return figures, (wall0, wall1)
+
+
+def _phase(
+    exchange: str, symbols: int, rate: float, *, warmup_s: float, measure_s: float
+) -> tuple[dict[str, Any], list[float]]:
+    from infra.exchange_sim import SimulatorThread
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # The simulator stops before the landed files are read: at rate=0 it generates (and
+        # remembers as ground truth) events as fast as it can, so left running it would starve
+        # the reading of the GIL and grow without bound.
+        with SimulatorThread((exchange,), symbols=symbols, rate=rate, seed=7) as sim:
+            figures, (since_ns, until_ns) = _measure(
+                sim, exchange, Path(tmp), warmup_s=warmup_s, measure_s=measure_s
+            )
+        latencies = trade_latencies_ms(Path(tmp) / "landing", exchange, since_ns=since_ns, until_ns=until_ns)
+    return figures, latencies
+
+
+def run(
+    *, quick: bool = False, exchange: str = "binance", symbols: int = 50, latency_rate: float = 2000
+) -> dict[str, Any]:
+    """Throughput at full speed, then latency at ``latency_rate`` trades/s; one extractor process."""
+    warmup_s, measure_s = (3.0, 5.0) if quick else (5.0, 20.0)
+    full, _ = _phase(exchange, symbols, 0, warmup_s=warmup_s, measure_s=measure_s)
+    steady, latencies = _phase(exchange, symbols, latency_rate, warmup_s=warmup_s, measure_s=measure_s)
+    return {
+        "exchange": exchange,
+        "symbols": symbols,
+        **full,
+        "latency_feed_trades_per_s": latency_rate,
+        "latency_feed_cpu_cores_used": steady["extractor_cpu_cores_used"],
+        "latency_feed_rss_mb": steady["extractor_rss_mb"],
         "ws_trade_frames_measured": len(latencies),
         "trade_event_to_recv_ms_p50": round(_percentile(latencies, 0.50), 2),
         "trade_event_to_recv_ms_p99": round(_percentile(latencies, 0.99), 2),
-        "sigterm_exit_code": code,
-        "sigterm_exit_seconds": round(stop_seconds, 2),
     }
 
 

@@ -101,6 +101,7 @@ class ExchangeRunner:
         metrics: Metrics,
         http: aiohttp.ClientSession,
         stop: asyncio.Event,
+        room: asyncio.Event | None = None,
     ) -> None:
         self.c = connector
         self.name = connector.NAME
@@ -121,6 +122,9 @@ class ExchangeRunner:
             metrics=metrics,
         )
         self._emit = emit
+        #: Cleared while the sinks are behind: websocket readers pause, so memory stays bounded
+        #: and the backlog the peer holds is TCP's, not ours.
+        self._room = room
         self.m = metrics
         self._stop = stop
         self._per_conn = self.xs.markets_per_connection or connector.MARKETS_PER_CONNECTION
@@ -367,6 +371,9 @@ class ExchangeRunner:
                 try:
                     async for message in ws:
                         self._on_message(conn, message)
+                        if self._room is not None and not self._room.is_set():
+                            await self._room.wait()
+                            conn.last_frame = time.monotonic()  # our pause, not the peer's silence
                 finally:
                     for task in helpers:
                         task.cancel()
@@ -720,9 +727,13 @@ class ExchangeRunner:
 class _Writer:
     """Writes flushed batches to every sink, in order, retrying a failing sink within a bound."""
 
-    def __init__(self, sinks: Sequence[Sink], *, retry_s: float, metrics: Metrics) -> None:
+    def __init__(self, sinks: Sequence[Sink], *, retry_s: float, max_pending: int, metrics: Metrics) -> None:
         self.sinks = list(sinks)
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        #: Set while fewer than ``max_pending`` batches wait; readers pause while it is clear.
+        self.room = asyncio.Event()
+        self.room.set()
+        self._max_pending = max_pending
         self._retry_s = retry_s
         self.m = metrics
 
@@ -730,6 +741,8 @@ class _Writer:
         self.m.batch_size.labels(batch.exchange, batch.channel).observe(len(batch.envelopes))
         self.queue.put_nowait(batch)
         self.m.write_queue.set(self.queue.qsize())
+        if self.queue.qsize() >= self._max_pending:
+            self.room.clear()
 
     async def run(self) -> None:
         while True:
@@ -738,6 +751,8 @@ class _Writer:
             if batch is None:
                 return
             await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+            if self.queue.qsize() < self._max_pending:
+                self.room.set()
 
     async def _write(self, sink: Sink, batch: Batch) -> None:
         backoff = Backoff(initial=0.1, cap=5.0)
@@ -772,7 +787,12 @@ class Extractor:
     def __init__(self, settings: Settings, sinks: Sequence[Sink], *, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.writer = _Writer(sinks, retry_s=settings.extractors.sink_retry_s, metrics=self.metrics)
+        self.writer = _Writer(
+            sinks,
+            retry_s=settings.extractors.sink_retry_s,
+            max_pending=settings.extractors.max_pending_batches,
+            metrics=self.metrics,
+        )
         per_symbol = {
             name: get_connector(name).PER_SYMBOL_BATCH_CHANNELS for name in settings.extractors.exchanges
         }
@@ -811,6 +831,7 @@ class Extractor:
                     metrics=self.metrics,
                     http=http,
                     stop=runner_stop,
+                    room=self.writer.room,
                 )
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(self.writer.run())

@@ -50,6 +50,9 @@ class ExtractorSettings:
     rest_max_attempts: int = 6
     #: A sink failure is retried with backoff for this long, then the process fails.
     sink_retry_s: float = 30.0
+    #: Batches waiting for the sinks before websocket reading pauses (bounds memory and the
+    #: flush at shutdown; the exchange then holds the backlog, and gap fill covers a drop).
+    max_pending_batches: int = 256
     #: SIGINT/SIGTERM: time allowed to finish gap fills and flush every buffer.
     shutdown_timeout_s: float = 5.0
     #: Put every sink behind a bounded disk spool (section ``spool:``) so outages replay in order.
@@ -127,6 +130,8 @@ def validate(settings: Settings) -> None:
     parse_shard(ext.shard)
     if ext.batch_max_envelopes < 1 or ext.batch_max_age_s <= 0:
         raise ConfigError("extractors.batch_max_envelopes must be >= 1 and batch_max_age_s > 0")
+    if ext.max_pending_batches < 1:
+        raise ConfigError("extractors.max_pending_batches must be >= 1 (default 256)")
     if ext.backoff_initial_s <= 0 or ext.backoff_max_s < ext.backoff_initial_s:
         raise ConfigError("extractors.backoff_initial_s must be > 0 and <= backoff_max_s")
 

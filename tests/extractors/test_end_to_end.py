@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from extractors.envelope import Envelope
+from extractors.envelope import Batch, Envelope
 from extractors.runner import Extractor
 from extractors.settings import load_settings
+from extractors.sinks.base import Sink
 from extractors.sinks.landing import LandingSettings, LandingSink
 from infra.exchange_sim import ExchangeSimulator
 from tests.conftest import seconds
@@ -76,6 +77,8 @@ async def run_extractor(
     exchanges: tuple[str, ...],
     root: Path,
     faults: Callable[[ExchangeSimulator, Extractor], Awaitable[None]],
+    *,
+    wrap_sink: Callable[[Sink], Sink] = lambda sink: sink,
     **extra: Any,
 ) -> Extractor:
     """Extract ``exchanges`` from ``sim`` into a landing folder while ``faults`` run; stop cleanly."""
@@ -100,7 +103,7 @@ async def run_extractor(
         }
     }
     settings = load_settings(config, environ={})
-    sink = LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=1.0))
+    sink = wrap_sink(LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=1.0)))
     extractor = Extractor(settings, [sink])
     stop = asyncio.Event()
     task = asyncio.create_task(extractor.run(stop))
@@ -247,3 +250,55 @@ def test_new_listings_are_picked_up_and_delisted_markets_dropped(exchange: str, 
     assert m.value("cryptolake_extractor_markets_added_total", exchange=exchange) == 1
     assert m.value("cryptolake_extractor_markets_dropped_total", exchange=exchange) == 1
     assert len([e for e in envelopes if e.channel == "markets"]) >= 2
+
+
+class SlowSink:
+    """A sink that takes ``delay_s`` per batch before delegating: slower than the feed."""
+
+    def __init__(self, inner: Sink, delay_s: float) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._delay_s = delay_s
+
+    async def write(self, batch: Batch) -> None:
+        await asyncio.sleep(self._delay_s)
+        await self._inner.write(batch)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def test_a_sink_slower_than_the_feed_pauses_reading_instead_of_queueing_without_bound(
+    tmp_path: Path,
+) -> None:
+    max_pending = 4
+    depths: list[int] = []
+
+    async def watch_the_queue(sim: ExchangeSimulator, extractor: Extractor) -> None:
+        sim.inject("binance", "close_after", frames=40)  # a reconnect under pressure gap-fills too
+        deadline = time.monotonic() + seconds(4)
+        while time.monotonic() < deadline:
+            depths.append(extractor.writer.queue.qsize())
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> set[Trade]:
+        async with ExchangeSimulator(exchanges=("binance",), symbols=6, rate=200, seed=11) as sim:
+            await run_extractor(
+                sim,
+                ("binance",),
+                tmp_path,
+                watch_the_queue,
+                wrap_sink=lambda sink: SlowSink(sink, delay_s=0.05),
+                batch_max_envelopes=5,
+                max_pending_batches=max_pending,
+            )
+            return truth_trades(sim, "binance")
+
+    truth = asyncio.run(scenario())
+    # The feed outran the sink (the queue reached the bound) and the readers held it there: a
+    # batcher flush can add one batch per (channel, symbol) bucket past the bound, no more.
+    assert max(depths) >= max_pending
+    assert max(depths) <= max_pending + 12, max(depths)
+    # Pausing lost nothing.
+    figures = check_against_truth("binance", read_landing(tmp_path), truth)
+    assert figures["landed"] > 200
