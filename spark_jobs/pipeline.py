@@ -39,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 SILVER_JOBS: tuple[tuple[str, Callable[..., StreamingQuery]], ...] = (
     ("silver_markets", silver_markets.build_query),
-    ("silver_trades", silver_trades.build_query),
-    ("silver_tickers", silver_tickers.build_query),
-    ("silver_l1", silver_l1.build_query),
+    ("silver_trades", silver_trades.JOB.build_query),
+    ("silver_tickers", silver_tickers.JOB.build_query),
+    ("silver_l1", silver_l1.JOB.build_query),
 )
 
 

@@ -24,13 +24,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from lake.delta_io import merge_rows, merge_upsert
 from lake.tables import SILVER_MARKETS, SILVER_USDT_RATES, Lake, table
 from spark_jobs.columns import minute_of, to_quarantine
-from spark_jobs.runtime import SilverSettings, read_table, write_quarantine
+from spark_jobs.runtime import (
+    SilverSettings,
+    read_table,
+    silver_main,
+    start_silver_query,
+    write_quarantine,
+)
+from spark_jobs.symbols import attach_symbols
 from spark_jobs.usdt import (
     PRICERS,
     PRICING_COLUMNS,
@@ -70,24 +78,59 @@ class PricedTable:
         return table(self.name).key
 
 
-def priced_batch_writer(
-    *,
-    target: PricedTable,
-    normalize: Callable[[DataFrame], Callable[[DataFrame], DataFrame]],
-    lake: Lake,
-    settings: SilverSettings,
-    app_id: str,
-) -> BatchWriter:
-    """The ``foreachBatch`` function of a priced silver job: ``normalize(markets)``, then write."""
+@dataclass(frozen=True)
+class PricedJob:
+    """One priced silver job: a bronze channel, its parser, and the table its rows go to.
 
-    def process(batch: DataFrame, batch_id: int) -> None:
-        markets = read_table(batch.sparkSession, lake, SILVER_MARKETS.name)
-        rows = batch.transform(normalize(markets))
-        write_priced_batch(
-            rows, target=target, lake=lake, settings=settings, app_id=app_id, batch_id=batch_id
+    ``parse`` turns bronze rows into the target's columns (all but the USDT ones) plus ``_raw``
+    and ``_error``; ``base``/``quote`` come from the ``attach_symbols`` step every job shares.
+    """
+
+    query: str
+    channel: str
+    target: PricedTable
+    parse: Callable[[DataFrame], DataFrame]
+    #: Applied after the symbols are attached (L1: mid and spread need nothing else).
+    finish: Callable[[DataFrame], DataFrame] = lambda rows: rows
+
+    def normalize(self, markets: DataFrame) -> Callable[[DataFrame], DataFrame]:
+        """Bronze rows -> the target's columns with ``NULL`` USDT columns, plus ``_raw`` and ``_error``."""
+        spec = table(self.target.name)
+        pricing = PRICING_COLUMNS[spec.name]
+        types = {f.name: f.dataType for f in spec.schema.fields}
+
+        def transform(bronze: DataFrame) -> DataFrame:
+            rows = self.parse(bronze).transform(attach_symbols(markets)).transform(self.finish)
+            return rows.select(
+                *[c for c in spec.columns if c not in pricing],
+                *[F.lit(None).cast(types[c]).alias(c) for c in pricing],
+                "_raw",
+                "_error",
+            )
+
+        return transform
+
+    def batch_writer(self, *, lake: Lake, settings: SilverSettings, app_id: str | None = None) -> BatchWriter:
+        """The ``foreachBatch`` function: normalize against the current markets, then write."""
+        writer_id = app_id or self.query
+
+        def process(batch: DataFrame, batch_id: int) -> None:
+            markets = read_table(batch.sparkSession, lake, SILVER_MARKETS.name)
+            rows = batch.transform(self.normalize(markets))
+            write_priced_batch(
+                rows, target=self.target, lake=lake, settings=settings, app_id=writer_id, batch_id=batch_id
+            )
+
+        return process
+
+    def build_query(self, spark: SparkSession, settings: SilverSettings, *, lake: Lake) -> StreamingQuery:
+        process = self.batch_writer(lake=lake, settings=settings)
+        return start_silver_query(
+            spark, settings, lake=lake, channel=self.channel, name=self.query, process=process
         )
 
-    return process
+    def main(self, argv: list[str] | None, *, description: str) -> int:
+        return silver_main(argv, prog=self.query, description=description, build_query=self.build_query)
 
 
 def write_priced_batch(

@@ -309,9 +309,9 @@ def test_landed_envelopes_become_exact_priced_silver_rows_and_replays_change_not
     # A crash after the MERGE committed but before the checkpoint did: Spark replays the batch
     # with the same id (Delta skips it), or the input arrives again in a later batch (MERGE dedupes).
     bronze_rows = spark.read.format("delta").load(lake.path("bronze.raw_events")).where("channel = 'trades'")
-    commits = Path(lake.checkpoint(silver_trades.QUERY)) / "commits"
+    commits = Path(lake.checkpoint(silver_trades.JOB.query)) / "commits"
     last = max(int(p.name) for p in commits.iterdir() if p.name.isdigit())
-    process = silver_trades.make_batch_writer(lake=lake, settings=silver)
+    process = silver_trades.JOB.batch_writer(lake=lake, settings=silver)
     process(bronze_rows, last)
     process(bronze_rows, last + 1)
     assert _trades(spark, lake) == expected

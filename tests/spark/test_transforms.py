@@ -11,10 +11,10 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 
 from lake.tables import SILVER_MARKETS
 from spark_jobs.bronze_ingest import envelopes_to_bronze
-from spark_jobs.silver_l1 import normalize_l1
+from spark_jobs.silver_l1 import JOB as L1_JOB
 from spark_jobs.silver_markets import latest_markets
-from spark_jobs.silver_tickers import normalize_tickers
-from spark_jobs.silver_trades import normalize_trades
+from spark_jobs.silver_tickers import JOB as TICKERS_JOB
+from spark_jobs.silver_trades import JOB as TRADES_JOB
 from tests.spark.envelopes import T0_NS, bronze_df, discovery_envelopes, envelope, ts
 
 pytestmark = pytest.mark.spark
@@ -99,7 +99,7 @@ def _trade_envelopes() -> list[dict]:
 
 
 def test_trades_parse_every_exchange_and_reject_bad_rows(spark: SparkSession) -> None:
-    rows = bronze_df(spark, _trade_envelopes()).transform(normalize_trades(_markets(spark)))
+    rows = bronze_df(spark, _trade_envelopes()).transform(TRADES_JOB.normalize(_markets(spark)))
     got = rows.where("_error IS NULL").select(
         "exchange", "symbol", "native_symbol", "base", "quote", "trade_id", "price", "size", "side",
         "event_ts", "recv_ts", "source", "trade_date",
@@ -160,7 +160,7 @@ def test_tickers_and_l1_parse_documented_shapes(spark: SparkSession) -> None:
         envelope("binance", "ticker", [{"e": "24hrMiniTicker", "E": T0_MS, "s": "NOPEUSDT", "c": "1"}],
             recv_ns=r + 3),
     ]  # fmt: skip
-    tickers = bronze_df(spark, envs).transform(normalize_tickers(_markets(spark)))
+    tickers = bronze_df(spark, envs).transform(TICKERS_JOB.normalize(_markets(spark)))
     got = [
         tuple(x)
         for x in tickers.select(
@@ -195,7 +195,7 @@ def test_tickers_and_l1_parse_documented_shapes(spark: SparkSession) -> None:
         envelope("binance", "l1", {"u": 9, "s": "ETHUSDT", "b": "3121", "B": "1", "a": "3120", "A": "1"},
             recv_ns=r + 3),
     ]  # fmt: skip
-    quotes = bronze_df(spark, l1_envs).transform(normalize_l1(_markets(spark)))
+    quotes = bronze_df(spark, l1_envs).transform(L1_JOB.normalize(_markets(spark)))
     got_l1 = [
         tuple(x)
         for x in quotes.select(
