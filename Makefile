@@ -8,6 +8,7 @@ CONFIG ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup check format test run bench clean
 
@@ -33,7 +34,7 @@ run: setup ## Demo: simulator -> extractors -> landing zone -> Spark bronze/silv
 	$(PY) -m infra.demo $(DEMO_ARGS)
 
 bench: setup ## Benchmarks: print figures and write them to bench-results.json
-	$(PY) -m infra.bench --out bench-results.json
+	$(PY) -m infra.bench --out bench-results.json $(BENCH_ARGS)
 
 .PHONY: infra-up infra-down infra-status
 ONLY ?=
