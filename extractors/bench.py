@@ -23,36 +23,17 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from infra.procstat import cpu_seconds, free_port, rss_bytes, terminate
 
 
 def _event_ns(exchange: str, payload: str) -> int:
@@ -83,7 +64,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _envelopes(port: int) -> float:
+def envelopes_total(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -92,51 +73,51 @@ def _envelopes(port: int) -> float:
     )
 
 
-def _measure(
-    sim: Any, exchange: str, tmp: Path, *, warmup_s: float, measure_s: float
-) -> tuple[dict[str, Any], tuple[int, int]]:
-    """Run one extractor process against ``sim``; its counters and CPU over the measured window."""
-    metrics_port = _free_port()
+def start_extractor(urls: Mapping[str, Any], tmp: Path, *, metrics_port: int) -> subprocess.Popen[bytes]:
+    """One ``python -m extractors run`` process on the simulator's ``urls``, landing under ``tmp``;
+    returns once its metrics port answers."""
     env = {
         **os.environ,
-        "CRYPTOLAKE_EXTRACTORS_EXCHANGES": exchange,
-        f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL": sim.urls[exchange].rest,
-        f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_WS_URL": ""
-        if exchange == "kucoin"
-        else sim.urls[exchange].ws,
+        "CRYPTOLAKE_EXTRACTORS_EXCHANGES": ",".join(urls),
         "CRYPTOLAKE_EXTRACTORS_METRICS_PORT": str(metrics_port),
         "CRYPTOLAKE_EXTRACTORS_METRICS_HOST": "127.0.0.1",
         "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "WARNING",
         "CRYPTOLAKE_LANDING_ROOT": str(tmp / "landing"),
         "CRYPTOLAKE_SPOOL_DIR": str(tmp / "spool"),
     }
+    for exchange, url in urls.items():
+        env[f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL"] = url.rest
+        # KuCoin's websocket address comes from bullet-public, as on the real exchange.
+        env[f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_WS_URL"] = "" if exchange == "kucoin" else url.ws
     proc = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", "landing"], env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            envelopes_total(metrics_port)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                terminate(proc)
+                raise RuntimeError("extractor did not start") from None
+            time.sleep(0.2)
+
+
+def _measure(
+    sim: Any, exchange: str, tmp: Path, *, warmup_s: float, measure_s: float
+) -> tuple[dict[str, Any], tuple[int, int]]:
+    """Run one extractor process against ``sim``; its counters and CPU over the measured window."""
+    metrics_port = free_port()
+    proc = start_extractor({exchange: sim.urls[exchange]}, tmp, metrics_port=metrics_port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _envelopes(metrics_port)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("extractor did not start") from None
-                time.sleep(0.2)
         time.sleep(warmup_s)
-        cpu0, env0, t0 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+        cpu0, env0, t0 = cpu_seconds(proc.pid), envelopes_total(metrics_port), time.monotonic()
         wall0 = time.time_ns()
         time.sleep(measure_s)
-        cpu1, env1, t1 = _cpu_seconds(proc.pid), _envelopes(metrics_port), time.monotonic()
+        cpu1, env1, t1 = cpu_seconds(proc.pid), envelopes_total(metrics_port), time.monotonic()
         wall1 = time.time_ns()
-        rss = _rss_bytes(proc.pid)
+        rss = rss_bytes(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        stop_started = time.monotonic()
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        stop_seconds = time.monotonic() - stop_started
+        code, stop_seconds = terminate(proc)
     envelopes = env1 - env0
     cpu = max(cpu1 - cpu0, 1e-9)
     figures = {

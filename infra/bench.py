@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 #: (name, module with a ``run`` function); run in this order.
 BENCHMARKS: tuple[tuple[str, str], ...] = (
+    ("simulator", "infra.exchange_sim.bench"),
     ("extractor", "extractors.bench"),
     ("silver", "spark_jobs.bench"),
 )
