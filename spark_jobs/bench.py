@@ -1,10 +1,11 @@
 """Silver benchmark: a fixed landed sample through bronze, ``silver.markets`` and ``silver.trades``.
 
-The sample's content is deterministic given the seed (only the landing file names are random
-UUIDs, as in production). The exchange simulator's market universe, shared price walk
-and trade generator (:mod:`infra.exchange_sim.markets`) run on a simulated clock; every trade is
-rendered by the simulator's own payload builders exactly as the exchange sends it (Binance
-combined-stream ``@trade``, KuCoin ``/market/match``, Coinbase ``match``), classified by the
+The sample's content is deterministic given the seed (only the landing file names are random UUIDs,
+as in production). The exchange simulator's market universe, shared price walk and trade generator
+(:mod:`infra.exchange_sim.markets`) run on a simulated clock; every trade is rendered by the
+simulator's own payload builders exactly as the exchange sends it (Binance combined-stream
+``@trade``, KuCoin ``/market/match``, Coinbase ``match``; REST discovery and gap-fill pages by the
+simulator's own handlers, for the requests the extractor's modules make), classified by the
 extractor's exchange module and wrapped in an :class:`~extractors.envelope.Envelope` as the runner
 does, batched by the extractor's :class:`~extractors.batcher.Batcher` and written by the real
 :class:`~extractors.sinks.landing.LandingSink` (files roll every :data:`ROLL_S` simulated seconds).
@@ -37,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent, QueryStartedEvent, QueryTerminatedEvent
@@ -51,7 +54,7 @@ from infra.exchange_sim import binance as binance_sim
 from infra.exchange_sim import coinbase as coinbase_sim
 from infra.exchange_sim import kucoin as kucoin_sim
 from infra.exchange_sim.markets import Market, PriceOracle, Trade, make_trade, requote
-from infra.exchange_sim.server import ExchangeServer, SimConfig, history_from
+from infra.exchange_sim.server import ExchangeServer, SimConfig
 from infra.exchange_sim.truth import GroundTruth
 from lake.session import SparkSettings, build_spark
 from lake.tables import (
@@ -163,44 +166,38 @@ def _ws_frame(exchange: str, market: Market, trade: Trade) -> str:
     return _dumps(coinbase_sim.match_payload(market, trade))
 
 
-def _discovery_body(exchange: str, markets: list[Market], server_ms: int) -> str:
-    """The discovery response: ``exchangeInfo``, ``/api/v2/symbols`` or ``/products``."""
-    if exchange == "binance":
-        symbols = [binance_sim.symbol_info(m) for m in markets]
-        info = {"timezone": "UTC", "serverTime": server_ms, "rateLimits": [], "exchangeFilters": []}
-        return _dumps({**info, "symbols": symbols})
-    if exchange == "kucoin":
-        return _dumps({"code": "200000", "data": [kucoin_sim.symbol_row(m) for m in markets]})
-    return _dumps([coinbase_sim.product_row(m) for m in markets])
+#: Where each exchange's REST trade rows keep the trade id, and the rows' wrapper (KuCoin ``data``).
+_REST_TRADE_ID = {"binance": "id", "kucoin": "sequence", "coinbase": "trade_id"}
 
 
-def _gap_page(exchange: str, market: Market, after_id: int | None) -> tuple[RestRequest, str, list[Trade]]:
-    """The gap-fill request after a reconnect and the exchange's answer (trades known so far).
+class _Rest:
+    """An exchange's REST answers from the simulator's own handlers, in process (no socket)."""
 
-    Binance ``historicalTrades?fromId=after+1`` (ascending, 1000 rows); KuCoin ``histories``
-    (the last 100, oldest first); Coinbase ``/products/{id}/trades`` (the newest 1000, newest first).
-    Without a trade seen before the outage the extractor asks for the recent trades instead.
-    """
+    def __init__(self, server: ExchangeServer) -> None:
+        self._app = web.Application()
+        server.routes(self._app)
+
+    async def body(self, request: RestRequest) -> str:
+        match = await self._app.router.resolve(make_mocked_request(request.method, request.target))
+        call = make_mocked_request(request.method, request.target, match_info=dict(match))
+        response = await match.handler(call)
+        assert isinstance(response, web.Response) and response.text is not None, request.target
+        return response.text
+
+
+def _trade_ids(exchange: str, body: str) -> list[int]:
+    doc = json.loads(body)
+    rows = doc["data"] if exchange == "kucoin" else doc
+    return [int(row[_REST_TRADE_ID[exchange]]) for row in rows]
+
+
+def _gap_request(exchange: str, native: str, after_id: int | None) -> RestRequest:
+    """What the extractor asks after a reconnect: the trades after the last one it saw, or the
+    recent trades when it saw none before the outage."""
     c = connector(exchange)
-    native, history = market.native, market.history
     if after_id is None:
-        request = c.recent_trades_request(native)
-    else:
-        request = c.gap_fill_request(native, after_id=after_id, until_id=None)
-    if exchange == "binance":
-        limit = int(request.param("limit") or 500)
-        start = len(history) - limit if after_id is None else history_from(market, after_id + 1)
-        rows = history[max(0, start) : max(0, start) + limit]
-        return request, _dumps([binance_sim.trade_row(market, t) for t in rows]), rows
-    if exchange == "kucoin":
-        rows = history[-kucoin_sim.HISTORY_DEPTH :]
-        return (
-            request,
-            _dumps({"code": "200000", "data": [kucoin_sim.history_row(market, t) for t in rows]}),
-            rows,
-        )
-    rows = history[-int(request.param("limit") or 100) :]
-    return request, _dumps([coinbase_sim.trade_row(market, t) for t in reversed(rows)]), rows
+        return c.recent_trades_request(native)
+    return c.gap_fill_request(native, after_id=after_id, until_id=None)
 
 
 # --- the landed sample ---------------------------------------------------------------------------
@@ -253,10 +250,11 @@ async def land_sample(root: Path, spec: SampleSpec) -> SampleStats:
             exchange, channel, request.target, body, recv_ns, f"rest-{exchange}-{rest_seq}", 1, "rest", symbol
         )
 
-    for i, (name, server) in enumerate(servers.items()):
-        recv_s = clock() + 0.1 * i
-        body = _discovery_body(name, server.trading, round(recv_s * 1000))
-        await emit(rest_envelope(name, connector(name).discovery_request(), body, recv_s, None))
+    rest = {name: _Rest(server) for name, server in servers.items()}
+    for i, name in enumerate(servers):
+        request = connector(name).discovery_request()
+        body = await rest[name].body(request)
+        await emit(rest_envelope(name, request, body, clock() + 0.1 * i, None))
 
     rng = random.Random(f"silver-bench-{spec.seed}")
     choices: list[tuple[str, Market]] = []
@@ -282,10 +280,12 @@ async def land_sample(root: Path, spec: SampleSpec) -> SampleStats:
             fill_s, name = fills.pop(0)
             for j, market in enumerate(servers[name].trading):
                 after = last_before.get((name, market.native))
-                request, body, rows = _gap_page(name, market, after)
+                request = _gap_request(name, market.native, after)
+                body = await rest[name].body(request)
+                ids = _trade_ids(name, body)
                 stats.rest_pages += 1
-                stats.rest_rows += len(rows)
-                stats.keys.update((name, market.native, t.trade_id) for t in rows)
+                stats.rest_rows += len(ids)
+                stats.keys.update((name, market.native, trade_id) for trade_id in ids)
                 await emit(rest_envelope(name, request, body, fill_s + j * FILL_SPACING_S, market.native))
         name, market = rng.choices(choices, cum_weights=cum_weights)[0]
         server = servers[name]
