@@ -38,10 +38,8 @@ from spark_jobs.runtime import (
 logger = logging.getLogger(__name__)
 
 SILVER_JOBS: tuple[tuple[str, Callable[..., StreamingQuery]], ...] = (
-    ("silver_markets", silver_markets.build_query),
-    ("silver_trades", silver_trades.JOB.build_query),
-    ("silver_tickers", silver_tickers.JOB.build_query),
-    ("silver_l1", silver_l1.JOB.build_query),
+    (silver_markets.QUERY, silver_markets.build_query),
+    *((job.query, job.build_query) for job in (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB)),
 )
 
 
