@@ -13,8 +13,6 @@ import random
 import aiohttp
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from extractors.sinks.base import SinkError
-
 
 class Backoff:
     """Delays in seconds: ``initial * factor**n`` capped at ``cap``, each drawn in ``[d/2, d]``.
@@ -61,11 +59,17 @@ class FatalError(Exception):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Retry network, websocket, timeout, REST-throttling and retryable sink failures; not bugs."""
+    """Retry network, websocket, timeout, REST-throttling and retryable sink failures; not bugs.
+
+    An error that carries its own verdict (``retryable: bool``, as ``extractors.sinks.base.SinkError`` and
+    ``extractors.rest.RestError`` do) is believed: a REST 4xx is ``RestError(retryable=False)``
+    and must not be retried, even though ``RestError`` derives from :class:`RetryableError`.
+    """
     if isinstance(exc, FatalError | InvalidURI):
         return False
-    if isinstance(exc, SinkError):
-        return exc.retryable
+    verdict = getattr(exc, "retryable", None)
+    if isinstance(verdict, bool):
+        return verdict
     return isinstance(
         exc,
         RetryableError

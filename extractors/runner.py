@@ -40,7 +40,7 @@ from extractors.backoff import Backoff, FatalError, RetryableError, is_retryable
 from extractors.batcher import Batcher
 from extractors.envelope import Batch, Channel, Envelope
 from extractors.exchanges import connector as get_connector
-from extractors.exchanges.base import Connector, Market, RestRequest, UnknownFrame
+from extractors.exchanges.base import Connector, Market, RestRequest, UnknownFrame, takes_firehose
 from extractors.metrics import Metrics
 from extractors.rest import RestClient, RestError
 from extractors.settings import ExchangeSettings, Settings, parse_shard, select_markets, urls
@@ -165,7 +165,9 @@ class ExchangeRunner:
 
     def _add_connection(self, markets: list[str]) -> _Connection:
         conn = _Connection(
-            index=len(self._connections), markets=list(markets), firehose=not self._connections
+            index=len(self._connections),
+            markets=list(markets),
+            firehose=takes_firehose(shard=self.shard, connection_index=len(self._connections)),
         )
         self._connections.append(conn)
         for symbol in markets:

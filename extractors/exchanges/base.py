@@ -160,6 +160,19 @@ class Connector(Protocol):
     def l1_poll_request(self, native_symbol: str) -> RestRequest | None: ...
 
 
+def takes_firehose(*, shard: tuple[int, int], connection_index: int) -> bool:
+    """Whether a connection subscribes the all-market ticker firehose (``firehose=True``).
+
+    Exactly one connection across every shard does: the first connection of shard 0. The
+    firehose (Binance ``!miniTicker@arr``, KuCoin ``/market/ticker:all``) carries every market
+    whatever the shard, and a Binance frame is an array of many symbols that cannot be cut to a
+    shard's markets without rewriting the raw payload; so it is taken once rather than filtered
+    n times. ``shard`` is ``(index, count)`` as from ``extractors.settings.parse_shard``.
+    """
+    index, _count = shard
+    return index == 0 and connection_index == 0
+
+
 def as_int(value: Any) -> int:
     """An id that may arrive as a number or a numeric string; ``ValueError`` otherwise."""
     if isinstance(value, bool):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, unquote
 
 from extractors.envelope import Channel
 from extractors.exchanges.base import (
@@ -155,11 +156,22 @@ def _on_heartbeat(doc: dict[str, Any]) -> Frame:
     )
 
 
+def _product_path(native_symbol: str, suffix: str) -> str:
+    """``/products/<id>/<suffix>`` with the product id (it comes from the wire) as one escaped segment.
+
+    ``quote(safe="")`` escapes ``/ ? # %`` and the rest, so the id cannot leave its segment; the
+    dot segments ``.`` and ``..`` (which an HTTP client would resolve) are refused with ``ValueError``.
+    """
+    if native_symbol.strip(".") == "":
+        raise ValueError(f"product id {native_symbol!r} cannot be a path segment")
+    return f"/products/{quote(native_symbol, safe='')}/{suffix}"
+
+
 def _trades_request(native_symbol: str, before_cursor: int | None) -> RestRequest:
     params: tuple[tuple[str, str], ...] = (("limit", str(TRADES_PAGE_LIMIT)),)
     if before_cursor is not None:
         params += (("after", str(before_cursor)),)
-    return RestRequest("GET", f"/products/{native_symbol}/trades", params)
+    return RestRequest("GET", _product_path(native_symbol, "trades"), params)
 
 
 def recent_trades_request(native_symbol: str) -> RestRequest:
@@ -196,11 +208,11 @@ def parse_trades_page(
         return TradesPage(ids, None, (after_id, ids[0]))
     header = {k.lower(): v for k, v in headers.items()}.get("cb-after")
     older = as_int(header) if header is not None else ids[0]
-    symbol = request.path.split("/")[2]
+    symbol = unquote(request.path.split("/")[2])
     return TradesPage(ids, _trades_request(symbol, older))
 
 
 def l1_poll_request(native_symbol: str) -> RestRequest | None:
     """``{"bids":[["94210.00","0.41",3]],"asks":[["94210.01","0.025",1]],"sequence":112233445601,
     "time":"2026-01-01T00:00:01.000123Z"}``: the inside quote of a product that has not ticked."""
-    return RestRequest("GET", f"/products/{native_symbol}/book", (("level", "1"),))
+    return RestRequest("GET", _product_path(native_symbol, "book"), (("level", "1"),))
