@@ -67,3 +67,8 @@ SPOOL_REJECTED = Counter(
     "Batches refused because the spool was full or the sink failed permanently (raised to the caller).",
     ["sink", "reason"],
 )
+SPOOL_CORRUPT = Counter(
+    "cryptolake_spool_corrupt_total",
+    "Corrupt spool records (bad checksum, undecodable batch) moved to the spool's corrupt/ folder.",
+    ["sink"],
+)

@@ -18,15 +18,21 @@ Nothing is dropped silently:
 - a non-retryable error from the inner sink: on write-through it is raised to the caller; during
   replay it stops the replayer (the batch stays at the head of the spool) and every later
   ``write`` raises it, non-retryable.
-- ``close`` tries to drain for ``drain_timeout_s``; what is left stays on disk and is replayed by
-  the next :class:`SpooledSink` built on the same folder (the spool is reloaded on construction).
+- ``close`` tries to drain for ``drain_timeout_s`` (or less when the caller's ``deadline`` is
+  nearer); what is left stays on disk and is replayed by the next :class:`SpooledSink` built on
+  the same folder (the spool is reloaded on construction).
+- a corrupt record (bad checksum, or a payload that does not decode as a batch): the replayer
+  moves its bytes to ``<spool>/corrupt/``, logs ERROR, counts ``cryptolake_spool_corrupt_total``
+  and goes on with the next record, so one bad record never stalls the spool.
 
 On-disk format (:class:`DiskQueue`): numbered segment files ``<n>.seg`` of records
 ``[u32 length][u32 crc32][payload]`` (big-endian), appended and fsynced, plus a ``head`` file with
 the position of the first undelivered record (replaced atomically after each delivery; not
 fsynced, so after a power loss a few delivered batches may be replayed again). A torn record at the
-end of the last segment (a crash during an append that never returned) is cut off on load; a bad
-record anywhere else is corruption and raises :class:`SpoolCorruptError`.
+end of the last segment (a crash during an append that never returned) is cut off on load. A bad
+record anywhere else is corruption: on load the rest of its segment (whose record boundaries can no
+longer be trusted) is copied to ``corrupt/`` and the queue resumes at the next segment; the paths
+are in :attr:`DiskQueue.set_aside`. Nothing is deleted that was not delivered or moved aside.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">II")  # payload length, crc32 of the payload
 _SEGMENT_SUFFIX = ".seg"
 _HEAD_FILE = "head"
+#: Subfolder of a spool where corrupt records are moved (never read back by the spool).
+CORRUPT_DIRNAME = "corrupt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,8 @@ class DiskQueue:
         self._writer: int | None = None  # fd of the tail segment
         self._tail = 0
         self._tail_size = 0
+        #: Files under ``corrupt/`` written for bad records (on load and by :meth:`set_aside_head`).
+        self.set_aside: list[Path] = []
         directory.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -192,6 +202,24 @@ class DiskQueue:
             raise SpoolCorruptError(f"spool record at {entry} in {self.directory} changed on disk")
         return payload
 
+    def set_aside_head(self) -> Path:
+        """Move the first record's bytes (header included, as far as they can be read) to
+        ``corrupt/`` and drop it from the queue; returns the file written.
+
+        For a record that :meth:`peek` rejected or whose payload does not decode. Raises
+        ``OSError`` if ``corrupt/`` cannot be written (the record then stays at the head).
+        """
+        entry = self._entries[0]
+        try:
+            with open(self._segment_path(entry.segment), "rb") as fh:
+                fh.seek(entry.offset)
+                data = fh.read(entry.length)
+        except OSError:
+            data = b""  # unreadable: the (empty) file still records where the record was
+        path = self._write_corrupt(f"{entry.segment:020d}-{entry.offset:012d}.rec", data)
+        self.pop()
+        return path
+
     def pop(self) -> None:
         """Mark the first record delivered (after its sink confirmed it)."""
         entry = self._entries.popleft()
@@ -229,6 +257,22 @@ class DiskQueue:
         self._tail_size = os.fstat(self._writer).st_size
         if self._fsync:
             _fsync_dir(self.directory)
+
+    def _write_corrupt(self, name: str, data: bytes) -> Path:
+        folder = self.directory / CORRUPT_DIRNAME
+        folder.mkdir(exist_ok=True)
+        path = folder / name
+        tmp = folder / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if self._fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if self._fsync:
+            _fsync_dir(folder)
+        self.set_aside.append(path)
+        return path
 
     def _delete_segment(self, segment: int) -> None:
         fd = self._readers.pop(segment, None)
@@ -276,24 +320,57 @@ class DiskQueue:
         data = path.read_bytes()
         pos = start
         while pos < len(data):
-            bad = pos + _HEADER.size > len(data)
-            if not bad:
-                length, crc = _HEADER.unpack_from(data, pos)
-                end = pos + _HEADER.size + length
-                bad = end > len(data) or zlib.crc32(data[pos + _HEADER.size : end]) != crc
-            if bad:
-                if not last:
-                    raise SpoolCorruptError(f"bad record at byte {pos} of {path}; move the file aside")
+            end, good = _check_record(data, pos)
+            if good:
+                self._entries.append(_Entry(segment, pos, end - pos))
+                self._nbytes += end - pos
+                pos = end
+                continue
+            if last and end >= len(data):
+                # The final record of the last segment: an append that never returned.
                 logger.warning(
                     "spool %s: cutting a torn record (%d bytes) off %s", self.directory, len(data) - pos, path
                 )
-                with open(path, "r+b") as fh:
-                    fh.truncate(pos)
-                    os.fsync(fh.fileno())
+                _truncate(path, pos)
                 return
-            self._entries.append(_Entry(segment, pos, end - pos))
-            self._nbytes += end - pos
-            pos = end
+            if end == len(data) or (end < len(data) and _check_record(data, end)[1]):
+                # Only the payload is damaged (the next record starts where the length says):
+                # move this one record aside and go on.
+                aside = self._write_corrupt(f"{segment:020d}-{pos:012d}.rec", data[pos:end])
+                logger.error(
+                    "spool %s: corrupt record at byte %d of %s moved to %s", self.directory, pos, path, aside
+                )
+                pos = end
+                continue
+            # The length is damaged too: no later record boundary of this segment can be trusted.
+            aside = self._write_corrupt(f"{segment:020d}-{pos:012d}.rest", data[pos:])
+            logger.error(
+                "spool %s: bad record at byte %d of %s; moved the rest of the segment (%d bytes) to %s",
+                self.directory,
+                pos,
+                path,
+                len(data) - pos,
+                aside,
+            )
+            if last:
+                _truncate(path, pos)
+            return
+
+
+def _check_record(data: bytes, pos: int) -> tuple[int, bool]:
+    """``(end, good)`` of the record at ``pos``: where its length says it ends (past the data when
+    even the header is incomplete) and whether it is complete with a matching checksum."""
+    if pos + _HEADER.size > len(data):
+        return len(data) + 1, False
+    length, crc = _HEADER.unpack_from(data, pos)
+    end = pos + _HEADER.size + length
+    return end, end <= len(data) and zlib.crc32(data[pos + _HEADER.size : end]) == crc
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        os.fsync(fh.fileno())
 
 
 class SpooledSink:
@@ -321,6 +398,8 @@ class SpooledSink:
         self._replayer: asyncio.Task[None] | None = None
         self._failure: SinkError | None = None
         self._closed = False
+        if self._queue.set_aside:
+            metrics.SPOOL_CORRUPT.labels(self.name).inc(len(self._queue.set_aside))
         self._update_gauges()
         if len(self._queue):
             logger.warning(
@@ -436,10 +515,15 @@ class SpooledSink:
                     await asyncio.wait_for(self._kick.wait(), delay)  # close() cuts the wait short
                 self._kick.clear()
             async with self._lock:
-                record = self._queue.peek()
-            if record is None:
+                try:
+                    record = self._queue.peek()
+                    batch = None if record is None else decode_batch(record)
+                except Exception as exc:  # a checksum mismatch, or bytes that are no batch
+                    if not self._set_aside_head(exc):
+                        return
+                    continue
+            if batch is None:
                 return
-            batch = decode_batch(record)
             attempt_started = time.monotonic()
             try:
                 await self._inner_write(batch)
@@ -484,6 +568,34 @@ class SpooledSink:
             if empty:
                 logger.info("%s: spool drained", self.name)
                 return
+
+    def _set_aside_head(self, error: Exception) -> bool:
+        """Move the corrupt head record to ``corrupt/`` (caller holds ``_lock``); ``False`` when
+        even that failed, which stops the replayer and makes every later ``write`` raise."""
+        try:
+            path = self._queue.set_aside_head()
+        except OSError as exc:
+            self._failure = SinkError(f"corrupt spool record cannot be moved aside: {exc}", retryable=False)
+            metrics.SPOOL_REJECTED.labels(self.name, "corrupt").inc()
+            logger.error(
+                "%s: spool record at the head of %s is corrupt (%s) and cannot be moved aside (%s); "
+                "replay stopped",
+                self.name,
+                self.directory,
+                error,
+                exc,
+            )
+            return False
+        metrics.SPOOL_CORRUPT.labels(self.name).inc()
+        self._update_gauges()
+        logger.error(
+            "%s: corrupt spool record (%s: %s) moved to %s; replaying the next one",
+            self.name,
+            type(error).__name__,
+            error,
+            path,
+        )
+        return True
 
     def _update_gauges(self) -> None:
         metrics.SPOOL_DEPTH.labels(self.name).set(len(self._queue))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from extractors.envelope import Batch
 from extractors.sinks.base import SinkError
-from extractors.sinks.spool import DiskQueue, SpoolCorruptError, SpooledSink, SpoolSettings
+from extractors.sinks.spool import CORRUPT_DIRNAME, DiskQueue, SpooledSink, SpoolSettings, encode_batch
 from tests.conftest import seconds
 from tests.sinks.helpers import FlakySink, batches, make_batch
 
@@ -220,7 +223,7 @@ def test_disk_queue_rolls_segments_deletes_delivered_ones_and_resumes_at_the_hea
     q.close()
 
 
-def test_disk_queue_refuses_to_load_a_corrupt_middle_segment(tmp_path: Path) -> None:
+def test_disk_queue_moves_a_corrupt_middle_segment_aside_and_resumes_at_the_next(tmp_path: Path) -> None:
     q = DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=10)
     q.append(b"first-record")
     q.append(b"second-record")
@@ -229,5 +232,110 @@ def test_disk_queue_refuses_to_load_a_corrupt_middle_segment(tmp_path: Path) -> 
     data = bytearray(first.read_bytes())
     data[-1] ^= 0xFF
     first.write_bytes(bytes(data))
-    with pytest.raises(SpoolCorruptError):
-        DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=10)
+    q = DiskQueue(tmp_path, max_bytes=1 << 20, segment_bytes=10)
+    assert q.peek() == b"second-record" and len(q) == 1
+    (aside,) = q.set_aside
+    assert aside.parent == tmp_path / CORRUPT_DIRNAME and aside.read_bytes() == bytes(data)
+    q.close()
+
+
+def test_disk_queue_keeps_good_records_after_a_bad_one_in_the_last_segment(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    for i in range(3):
+        q.append(f"record-{i}".encode())
+    q.close()
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    second = 8 + len(b"record-0")
+    data[second + 8] ^= 0xFF  # record-1's payload no longer matches its checksum
+    segment.write_bytes(bytes(data))
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    got = []
+    while (record := q.peek()) is not None:
+        got.append(record)
+        q.pop()
+    assert got == [b"record-0", b"record-2"]  # record-2 is not cut off with the bad record-1
+    (aside,) = q.set_aside
+    assert aside.read_bytes() == bytes(data[second : second + 8 + len(b"record-1")])
+    q.close()
+
+
+def test_disk_queue_moves_the_rest_of_the_last_segment_aside_when_a_length_is_damaged(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    for i in range(3):
+        q.append(f"record-{i}".encode())
+    q.close()
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    second = 8 + len(b"record-0")
+    data[second + 3] ^= 0x01  # record-1's length: the next boundary is lost
+    segment.write_bytes(bytes(data))
+    q = DiskQueue(tmp_path, max_bytes=1 << 20)
+    assert q.peek() == b"record-0" and len(q) == 1
+    (aside,) = q.set_aside
+    assert aside.read_bytes() == bytes(data[second:])  # moved aside, never silently dropped
+    q.append(b"after")
+    q.pop()
+    assert q.peek() == b"after"
+    q.close()
+
+
+def _sample(name: str, sink: str) -> float:
+    return REGISTRY.get_sample_value(name, {"sink": sink}) or 0.0
+
+
+def _garble_second_record(folder: Path) -> bytes:
+    """Flip a byte in the payload of the second record of the spool's only segment."""
+    (segment,) = folder.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    (length,) = struct.unpack_from(">I", data, 0)
+    second = 8 + length
+    (second_length,) = struct.unpack_from(">I", data, second)
+    data[second + 8 + 5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    return bytes(data[second : second + 8 + second_length])
+
+
+@pytest.mark.parametrize("damage", ["bad checksum", "not a batch", "truncated batch"])
+def test_replay_moves_a_corrupt_record_aside_counts_it_and_delivers_the_rest(
+    tmp_path: Path, damage: str
+) -> None:
+    """A record that goes bad on disk while spooled, or that holds bytes which do not decode as a
+    batch, used to kill the replayer silently and leave the spool growing until it was full."""
+    name = f"corrupt-{damage.replace(' ', '-')}"
+    written = batches(4)
+    inner = FlakySink(name)
+    folder = tmp_path / "spool" / name
+    garbage = b"\x00\xffnot json\n" if damage == "not a batch" else encode_batch(written[1])[:-20]
+    if damage != "bad checksum":
+        q = DiskQueue(folder, max_bytes=1 << 20, fsync=False)
+        q.append(encode_batch(written[0]))
+        q.append(garbage)  # a valid checksum over bytes that are not a whole batch
+        for b in written[1:]:
+            q.append(encode_batch(b))
+        q.close()
+    before = _sample("cryptolake_spool_corrupt_total", name)
+    after = make_batch(batch_id="after", seq=100)
+
+    async def run() -> bytes:
+        sink = SpooledSink(inner, spool_settings(tmp_path))
+        if damage == "bad checksum":
+            inner.down = True
+            for b in written:
+                await sink.write(b)
+            expected = _garble_second_record(folder)  # goes bad while the sink is down
+            inner.down = False
+        else:
+            expected = struct.pack(">II", len(garbage), zlib.crc32(garbage)) + garbage
+        await sink.write(after)  # spooled behind the backlog; starts the replayer
+        await wait_until(lambda: sink.depth == 0, seconds(5))
+        await sink.close()
+        return expected
+
+    expected_aside = asyncio.run(run())
+    delivered = [written[0], *written[2:]] if damage == "bad checksum" else written
+    assert inner.delivered == [*delivered, after]
+    (aside,) = (folder / CORRUPT_DIRNAME).iterdir()
+    assert aside.read_bytes() == expected_aside
+    assert _sample("cryptolake_spool_corrupt_total", name) == before + 1
+    assert not list(folder.glob("*.seg"))
