@@ -9,7 +9,9 @@ the flags below override both. Sinks read their own sections (``landing:``, ``ka
 Common settings (extractors.<key>): exchanges, channels, sinks, shard, batch_max_envelopes,
 batch_max_age_s, stale_after_s, backoff_initial_s, backoff_max_s, rediscover_interval_s,
 market_quiet_after_s, l1_poll_interval_s, max_frame_bytes, max_pending_batches,
-shutdown_timeout_s, metrics_port, log_level, log_format, spool. Per exchange
+shutdown_timeout_s, state_dir, state_interval_s, metrics_port, log_level, log_format, spool.
+The resume state (each market's last durable trade id, per exchange and shard) lives in
+state_dir; a restart fills every market from it over REST. Per exchange
 (extractors.<exchange>.<key>): rest_url, ws_url, markets, quote_assets, max_markets,
 markets_per_connection, rest_weight_per_s.
 """

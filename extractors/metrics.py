@@ -63,6 +63,18 @@ class Metrics:
             ["exchange"],
             registry=r,
         )
+        self.subscribe_rejected = Counter(
+            p + "subscriptions_rejected_total",
+            "Subscribe requests the exchange rejected (the subscription is retried with backoff)",
+            ["exchange"],
+            registry=r,
+        )
+        self.state_errors = Counter(
+            p + "state_write_errors_total",
+            "Failed writes of the resume state file (retried at the next interval)",
+            ["exchange"],
+            registry=r,
+        )
         self.rest_requests = Counter(
             p + "rest_requests_total",
             "REST requests by HTTP status (0: no response)",

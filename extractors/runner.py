@@ -11,9 +11,16 @@ per-connection limit), and keeps every connection alive:
   :class:`~extractors.backoff.Backoff` delay (none for planned rotations);
 * every frame becomes an :class:`~extractors.envelope.Envelope` (data) or a counter (control);
   bad frames become dead letters and the connection stays up;
-* trade ids are tracked per market: an id jump (consecutive-id exchanges), a reconnect, or a
-  malformed frame schedules a REST gap fill whose pages land with ``source="rest"``; trades REST
-  cannot return become a record in channel ``gaps``;
+* trade ids are tracked per market by a :class:`~extractors.tracking.TradeTracker` (no I/O):
+  the runner feeds it frames, drops, resubscriptions, REST pages and durable batches and does the
+  REST fills it asks for (an id jump, a reconnect, a malformed frame, a heartbeat's newer id, a
+  restart), whose pages land with ``source="rest"``; trades REST cannot return become a record
+  in channel ``gaps``;
+* crash safety: per market, the last trade id the sinks have made durable (held below every
+  unfinished fill) is persisted in a small state file per exchange and shard (write temp, fsync,
+  rename); a restarted process fills every market from its point over REST while the socket
+  streams, so what a ``kill -9`` caught in memory is fetched again;
+* a rejected subscription is retried with backoff; a reader paused by back-pressure is not stale;
 * rediscovery adds new listings and drops delisted markets, live (subscribe/unsubscribe).
 
 Frames may be landed twice (duplicates from the exchange, or overlap between a gap fill and the
@@ -26,10 +33,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import websockets
@@ -45,6 +54,7 @@ from extractors.metrics import Metrics
 from extractors.rest import RestClient, RestError
 from extractors.settings import ExchangeSettings, Settings, parse_shard, select_markets, urls
 from extractors.sinks.base import Sink, SinkError
+from extractors.tracking import Action, Duplicate, FillRequest, GapRecord, Mark, TradeTracker
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,7 @@ _WS_HARD_MAX_BYTES = 64 * 1024 * 1024
 _DEADLETTER_KEEP_BYTES = 64 * 1024
 _GAP_WORKERS = 2
 _GAP_JOB_ATTEMPTS = 3
+_STATE_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -70,23 +81,56 @@ class _Connection:
     opened_at: float = 0.0
     last_frame: float = 0.0
     acks: int = 0
+    #: Error replies while a subscription round is outstanding: rejected subscriptions.
+    rejects: int = 0
+    subscribing: bool = False
+    #: The reader waits for room in the write queue (back-pressure): not a stale peer.
+    paused: bool = False
     close_reason: str = ""
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    #: First trade id seen on the current connection, per market (bounds recorded gaps).
-    first_ids: dict[str, int] = field(default_factory=dict)
-    #: Last trade id per market when the previous connection dropped (where the reconnect fill starts).
-    ids_at_drop: dict[str, int] = field(default_factory=dict)
-    ever_connected: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _GapJob:
-    native_symbol: str
-    #: None: no trade seen yet; fetch the recent trades (baseline) and record no gap.
-    after_id: int | None
-    until_id: int | None
-    reason: str
-    attempt: int = 1
+class ResumeFile:
+    """The crash-safe file of one exchange runner's resume points (per extractor and shard).
+
+    JSON ``{"version": 1, "exchange": ..., "shard": "i/n", "markets": {native_symbol: id}}``,
+    replaced atomically: written to a temporary file, fsynced, renamed over the old one, and the
+    folder fsynced. A missing file means a first start; an unreadable one is logged and ignored
+    (the markets then start like new ones: a baseline fill, no resume).
+    """
+
+    def __init__(self, directory: str | Path, *, exchange: str, shard: tuple[int, int]) -> None:
+        index, count = shard
+        self.path = Path(directory) / f"{exchange}-shard-{index}-of-{count}.json"
+        self.exchange = exchange
+        self.shard = f"{index}/{count}"
+
+    def load(self) -> dict[str, int]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            markets = doc["markets"]
+            return {str(symbol): int(point) for symbol, point in markets.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.error("resume state %s unreadable (%s); starting without it", self.path, exc)
+            return {}
+
+    def save(self, points: Mapping[str, int]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"version": _STATE_VERSION, "exchange": self.exchange, "shard": self.shard}
+        text = json.dumps({**doc, "markets": dict(sorted(points.items()))}, separators=(",", ":"))
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with temp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 class ExchangeRunner:
@@ -102,6 +146,7 @@ class ExchangeRunner:
         http: aiohttp.ClientSession,
         stop: asyncio.Event,
         room: asyncio.Event | None = None,
+        resume_file: ResumeFile | None = None,
     ) -> None:
         self.c = connector
         self.name = connector.NAME
@@ -132,12 +177,22 @@ class ExchangeRunner:
         self._conn_of: dict[str, _Connection] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tg: asyncio.TaskGroup | None = None
-        #: Highest trade ordering id seen per market (socket or REST).
-        self.last_ids: dict[str, int] = {}
+        #: Trade ids, drops, fills and resume points: the decisions; this class does the I/O.
+        #: Where the resume points persist (None: not persisted, e.g. unit tests).
+        self.resume_file = resume_file
+        resume = resume_file.load() if resume_file is not None else {}
+        if resume_file is not None and resume:
+            logger.info(
+                "resuming %d markets from %s", len(resume), resume_file.path, extra={"exchange": self.name}
+            )
+        self.tracker = TradeTracker(
+            consecutive_ids=connector.CONSECUTIVE_IDS, resume=resume, max_attempts=_GAP_JOB_ATTEMPTS
+        )
+        #: The tracker's mark of every envelope handed on and not yet durable, by object id.
+        self._marks: dict[int, Mark] = {}
+        self._fill_ready = asyncio.Event()
         self._last_data: dict[str, float] = {}
         self._last_l1: dict[str, float] = {}
-        self._gap_queue: asyncio.Queue[_GapJob] = asyncio.Queue()
-        self._gap_busy = 0
         self._rediscover_now = asyncio.Event()
         self._rest_seq = 0
         self._frame_counters = {
@@ -152,6 +207,7 @@ class ExchangeRunner:
         markets = await self._discover_until_ok()
         if markets is None:
             return
+        self.tracker.track(markets)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             for chunk_start in range(0, len(markets), self._per_conn):
@@ -161,6 +217,8 @@ class ExchangeRunner:
             self._tasks += [tg.create_task(self._gap_worker(i)) for i in range(_GAP_WORKERS)]
             self._tasks.append(tg.create_task(self._rediscovery_loop()))
             self._tasks.append(tg.create_task(self._market_watch_loop()))
+            if self.resume_file is not None:
+                self._tasks.append(tg.create_task(self._state_loop()))
         self._tg = None
 
     def _add_connection(self, markets: list[str]) -> _Connection:
@@ -182,9 +240,42 @@ class ExchangeRunner:
         return sorted(self._conn_of)
 
     @property
+    def last_ids(self) -> dict[str, int]:
+        """Highest trade ordering id seen per market (socket or REST)."""
+        return self.tracker.last_ids
+
+    @property
     def idle(self) -> bool:
         """No gap fill queued or running (tests wait for this before stopping)."""
-        return self._gap_queue.empty() and self._gap_busy == 0
+        return self.tracker.queued == 0 and self.tracker.running == 0
+
+    def durable(self, envelopes: Iterable[Envelope]) -> None:
+        """The sinks have made these envelopes durable: let the resume points advance."""
+        marks = [m for m in (self._marks.pop(id(e), None) for e in envelopes) if m is not None]
+        if marks:
+            self.tracker.durable(marks)
+
+    def abandon_fills(self) -> None:
+        """Shutdown's budget is spent: record every fill still queued or running as a gap."""
+        self._handle(self.tracker.shutdown())
+
+    def _hand_on(self, envelope: Envelope, symbol: str | None) -> None:
+        """Emit an envelope about ``symbol``'s trades with the tracker's mark."""
+        self._emit(envelope)
+        if symbol is not None and self.tracker.tracks(symbol):
+            self._marks[id(envelope)] = self.tracker.mark(symbol)
+
+    def _handle(self, actions: Sequence[Action]) -> None:
+        """Perform what the tracker asked for."""
+        for action in actions:
+            if isinstance(action, Duplicate):
+                self.m.duplicates.labels(self.name).inc()
+            elif isinstance(action, FillRequest):
+                self.m.gaps_detected.labels(self.name, action.reason).inc()
+            elif isinstance(action, GapRecord):
+                self._record_gap(action)
+        if self.tracker.queued:
+            self._fill_ready.set()
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True when the stop event fired."""
@@ -266,7 +357,7 @@ class ExchangeRunner:
             conn = self._conn_of.pop(symbol)
             conn.markets.remove(symbol)
             by_conn.setdefault(conn.index, []).append(symbol)
-            self.last_ids.pop(symbol, None)
+            self.tracker.forget(symbol)
             self._last_data.pop(symbol, None)
         for index, symbols in by_conn.items():
             for message in self.c.unsubscribe_messages(symbols, self.channels):
@@ -278,6 +369,7 @@ class ExchangeRunner:
         for symbol in added:
             spare = next((c for c in self._connections if len(c.markets) < self._per_conn), None)
             if spare is None:
+                self.tracker.track([symbol])
                 fresh.append(symbol)
                 if len(fresh) == self._per_conn:
                     self._add_connection(fresh)
@@ -287,7 +379,7 @@ class ExchangeRunner:
             self._conn_of[symbol] = spare
             for message in self.c.subscribe_messages([symbol], self.channels, firehose=False):
                 spare.outbox.put_nowait(message)
-            self._gap_queue.put_nowait(_GapJob(symbol, None, None, "listing"))
+            self._handle(self.tracker.listed(symbol))
         if fresh:
             self._add_connection(fresh)
         if added:
@@ -315,9 +407,10 @@ class ExchangeRunner:
                 error = exc
             finally:
                 conn.ws = None
-                # What the reconnect must fill from: the ids seen before the drop (new frames on the
-                # next connection advance last_ids before the fill runs).
-                conn.ids_at_drop = {s: self.last_ids[s] for s in conn.markets if s in self.last_ids}
+                conn.paused = conn.subscribing = False
+                if not self._stop.is_set():
+                    # Where the reconnect fills from (an earlier unfilled drop's point is kept).
+                    self.tracker.dropped(conn.markets)
             if self._stop.is_set():
                 return
             if conn.opened_at and time.monotonic() - conn.opened_at >= self.ext.healthy_after_s:
@@ -350,8 +443,8 @@ class ExchangeRunner:
         ) as ws:
             conn.ws = ws
             conn.seq = 0
-            conn.acks = 0
-            conn.first_ids = {}
+            conn.acks = conn.rejects = 0
+            self.tracker.opened(conn.markets)
             conn.opened_at = conn.last_frame = time.monotonic()
             while not conn.outbox.empty():
                 conn.outbox.get_nowait()
@@ -361,10 +454,8 @@ class ExchangeRunner:
                     first = await asyncio.wait_for(ws.recv(), self.ext.connect_timeout_s)
                     if self._on_message(conn, first) != "welcome":
                         raise RetryableError("first frame was not a welcome")
-                reconnect = conn.ever_connected
-                conn.ever_connected = True
                 helpers = [
-                    asyncio.create_task(self._subscribe(conn, ws, reconnect=reconnect)),
+                    asyncio.create_task(self._subscribe(conn, ws)),
                     asyncio.create_task(self._sender(conn, ws)),
                     asyncio.create_task(self._watchdog(conn, ws)),
                 ]
@@ -374,8 +465,12 @@ class ExchangeRunner:
                     async for message in ws:
                         self._on_message(conn, message)
                         if self._room is not None and not self._room.is_set():
-                            await self._room.wait()
-                            conn.last_frame = time.monotonic()  # our pause, not the peer's silence
+                            conn.paused = True  # our pause, not the peer's silence
+                            try:
+                                await self._room.wait()
+                            finally:
+                                conn.paused = False
+                                conn.last_frame = time.monotonic()
                 finally:
                     for task in helpers:
                         task.cancel()
@@ -386,16 +481,39 @@ class ExchangeRunner:
             finally:
                 self.m.connections.labels(self.name).dec()
 
-    async def _subscribe(self, conn: _Connection, ws: ClientConnection, *, reconnect: bool) -> None:
-        """Send the subscriptions, wait for their acks, then gap-fill what a reconnect missed."""
+    async def _subscribe(self, conn: _Connection, ws: ClientConnection) -> None:
+        """Send the subscriptions until none is rejected, then gap-fill what the socket missed.
+
+        An error reply while a round is outstanding counts as a rejection: the whole round is
+        sent again (subscribing twice is harmless) after a backoff delay. Missing acks after
+        ``subscribe_timeout_s`` are logged and the fill goes ahead.
+        """
         messages = self.c.subscribe_messages(list(conn.markets), self.channels, firehose=conn.firehose)
         interval = 1.0 / self.c.WS_MESSAGES_PER_S
-        for message in messages:
-            await ws.send(message)
-            await asyncio.sleep(interval)
-        deadline = time.monotonic() + self.ext.subscribe_timeout_s
-        while conn.acks < len(messages) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        backoff = Backoff(initial=self.ext.backoff_initial_s, cap=self.ext.backoff_max_s)
+        while True:
+            conn.acks = conn.rejects = 0
+            conn.subscribing = True
+            for message in messages:
+                await ws.send(message)
+                await asyncio.sleep(interval)
+            deadline = time.monotonic() + self.ext.subscribe_timeout_s
+            while conn.acks + conn.rejects < len(messages) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            conn.subscribing = False
+            if not conn.rejects:
+                break
+            self.m.subscribe_rejected.labels(self.name).inc(conn.rejects)
+            delay = next(backoff)
+            logger.warning(
+                "%d of %d subscriptions rejected on %s; resubscribing in %.2fs",
+                conn.rejects,
+                len(messages),
+                conn.conn_id,
+                delay,
+                extra={"exchange": self.name, "conn_id": conn.conn_id},
+            )
+            await asyncio.sleep(delay)
         if conn.acks < len(messages):
             logger.warning(
                 "%d of %d subscriptions acknowledged on %s",
@@ -404,16 +522,7 @@ class ExchangeRunner:
                 conn.conn_id,
                 extra={"exchange": self.name, "conn_id": conn.conn_id},
             )
-        if reconnect:
-            self._schedule_fills(conn.markets, "reconnect", conn.ids_at_drop)
-
-    def _schedule_fills(
-        self, symbols: Sequence[str], reason: str, after_ids: dict[str, int] | None = None
-    ) -> None:
-        for symbol in symbols:
-            last = (after_ids or self.last_ids).get(symbol)
-            self._gap_queue.put_nowait(_GapJob(symbol, last, None, reason))
-            self.m.gaps_detected.labels(self.name, reason).inc()
+        self._handle(self.tracker.subscribed(conn.markets))
 
     async def _sender(self, conn: _Connection, ws: ClientConnection) -> None:
         interval = 1.0 / self.c.WS_MESSAGES_PER_S
@@ -437,6 +546,8 @@ class ExchangeRunner:
         while True:
             stopping = await self._sleep(tick)
             now = time.monotonic()
+            if conn.paused:
+                conn.last_frame = now  # waiting for the sinks is no silence of the peer
             age = now - conn.last_frame
             gauge.set(age)
             if stopping:
@@ -489,32 +600,36 @@ class ExchangeRunner:
             return "deadletter"
         if frame.kind == "data" and frame.channel is not None:
             symbol = frame.native_symbol
-            self._emit(
-                Envelope(
-                    self.name,
-                    frame.channel,
-                    frame.stream,
-                    text,
-                    recv_ns,
-                    conn.conn_id,
-                    conn.seq,
-                    "ws",
-                    symbol,
-                )
+            envelope = Envelope(
+                self.name,
+                frame.channel,
+                frame.stream,
+                text,
+                recv_ns,
+                conn.conn_id,
+                conn.seq,
+                "ws",
+                symbol,
             )
             self.m.frames.labels(self.name, frame.channel, "data").inc()
+            if symbol is None or not frame.trade_ids:
+                self._emit(envelope)
+            else:
+                for trade_id in frame.trade_ids:
+                    self._handle(self.tracker.trade(symbol, trade_id))
+                self._hand_on(envelope, symbol)
             if symbol is not None:
                 now = conn.last_frame
                 self._last_data[symbol] = now
                 if frame.channel in ("l1", "ticker"):
                     self._last_l1[symbol] = now
-                for trade_id in frame.trade_ids:
-                    self._observe_trade(conn, symbol, trade_id)
             return "data"
         self._frame_counters.get(frame.kind, self._frame_counters["control"]).inc()
         if frame.kind == "ack":
             conn.acks += 1
         elif frame.kind == "error":
+            if conn.subscribing:
+                conn.rejects += 1
             logger.warning(
                 "exchange error on %s: %s",
                 conn.conn_id,
@@ -526,7 +641,7 @@ class ExchangeRunner:
             conn.close_reason = "server_shutdown"
             self._tasks.append(asyncio.get_running_loop().create_task(conn.ws.close()))
         elif frame.last_trade_id is not None and frame.native_symbol is not None:
-            self._on_heartbeat(frame.native_symbol, frame.last_trade_id)
+            self.tracker.heartbeat(frame.native_symbol, frame.last_trade_id, time.monotonic())
         return frame.detail or frame.kind
 
     def _dead(
@@ -540,73 +655,51 @@ class ExchangeRunner:
         )
 
     def _verify_after_bad_frame(self, conn: _Connection, text: str) -> None:
-        """A truncated frame may have carried a trade: re-check the markets it could belong to."""
+        """A truncated frame may have carried a trade: re-check the markets it could belong to.
+
+        The tracker keeps at most one queued fill per market, so a burst of bad frames costs at
+        most one REST walk per market of the connection.
+        """
         named = [s for s in conn.markets if s in text]
-        self._schedule_fills(named or conn.markets, "bad_frame")
-
-    def _observe_trade(self, conn: _Connection, symbol: str, trade_id: int) -> None:
-        conn.first_ids.setdefault(symbol, trade_id)
-        last = self.last_ids.get(symbol)
-        if last is None:
-            self.last_ids[symbol] = trade_id
-            return
-        if trade_id <= last:
-            self.m.duplicates.labels(self.name).inc()
-            return
-        if self.c.CONSECUTIVE_IDS and trade_id > last + 1:
-            self._gap_queue.put_nowait(_GapJob(symbol, last, trade_id, "id_jump"))
-            self.m.gaps_detected.labels(self.name, "id_jump").inc()
-        self.last_ids[symbol] = trade_id
-
-    def _on_heartbeat(self, symbol: str, last_trade_id: int) -> None:
-        last = self.last_ids.get(symbol)
-        if last is not None and last_trade_id > last and self._conn_of.get(symbol) is not None:
-            # The matching trade frame may still be on its way: check again after a moment.
-            loop = asyncio.get_running_loop()
-            loop.call_later(1.0, self._heartbeat_recheck, symbol, last, last_trade_id)
-
-    def _heartbeat_recheck(self, symbol: str, seen: int, announced: int) -> None:
-        last = self.last_ids.get(symbol)
-        if last is not None and last < announced and last == seen:
-            self._gap_queue.put_nowait(_GapJob(symbol, last, announced + 1, "heartbeat"))
-            self.m.gaps_detected.labels(self.name, "heartbeat").inc()
-            self.last_ids[symbol] = announced
+        self._handle(self.tracker.bad_frame(named or conn.markets))
 
     # --- gap fill ---------------------------------------------------------------------------------
 
     async def _gap_worker(self, n: int) -> None:
         while True:
-            if self._stop.is_set() and self._gap_queue.empty():
-                return
-            try:
-                job = await asyncio.wait_for(self._gap_queue.get(), 0.25)
-            except TimeoutError:
+            job = self.tracker.take_fill()
+            if job is None:
+                if self._stop.is_set():
+                    return
+                self._fill_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._fill_ready.wait(), 0.25)
                 continue
             if job.native_symbol not in self._conn_of:
+                self.tracker.fill_done(job)
                 continue
-            self._gap_busy += 1
             try:
                 await self._fill(job)
             except Exception as exc:
                 if not is_retryable(exc) and not isinstance(exc, RestError | ValueError | KeyError):
                     raise
-                if job.attempt < _GAP_JOB_ATTEMPTS:
+                actions = self.tracker.fill_failed(job, str(exc))
+                if actions:
+                    logger.error("gap fill %s failed for good: %s", job, exc, extra={"exchange": self.name})
+                else:
                     logger.warning(
                         "gap fill %s failed (%s); retrying", job, exc, extra={"exchange": self.name}
                     )
-                    self._gap_queue.put_nowait(
-                        _GapJob(job.native_symbol, job.after_id, job.until_id, job.reason, job.attempt + 1)
-                    )
-                elif job.after_id is not None:
-                    logger.error("gap fill %s failed for good: %s", job, exc, extra={"exchange": self.name})
-                    self._record_gap(job.native_symbol, job.after_id, job.until_id, f"rest_failed: {exc}")
+                self._handle(actions)
             finally:
-                self._gap_busy -= 1
+                self._handle([])  # a fill queued behind this one for the same market may go now
 
-    async def _fill(self, job: _GapJob) -> None:
+    async def _fill(self, job: FillRequest) -> None:
+        """Fetch ``job``'s pages; a baseline (no ``after_id``) takes the first page only."""
         symbol = job.native_symbol
         self._rest_seq += 1
         rest_id = f"rest-{self.name}-{self._rest_seq}"
+        baseline = job.after_id is None
         if job.after_id is None:
             request: RestRequest | None = self.c.recent_trades_request(symbol)
         else:
@@ -616,56 +709,63 @@ class ExchangeRunner:
         while request is not None:
             page_no += 1
             response = await self.rest.call(request)
-            self._land_rest("trades", request, response.body, response.recv_ts_ns, symbol, rest_id, page_no)
-            after = job.after_id if job.after_id is not None else -1
-            page = self.c.parse_trades_page(
+            envelope = Envelope(
+                self.name,
+                "trades",
+                request.target,
                 response.body,
-                request=request,
-                headers=response.headers,
-                after_id=after,
-                until_id=job.until_id,
+                response.recv_ts_ns,
+                rest_id,
+                page_no,
+                "rest",
+                symbol,
             )
+            try:
+                page = self.c.parse_trades_page(
+                    response.body,
+                    request=request,
+                    headers=response.headers,
+                    after_id=job.after_id if job.after_id is not None else -1,
+                    until_id=job.until_id,
+                )
+            except Exception:
+                self._emit(envelope)  # the raw page is kept; the fill is retried
+                raise
             recovered += len(page.ids)
-            if page.ids:
-                self.last_ids[symbol] = max(self.last_ids.get(symbol, page.ids[-1]), page.ids[-1])
-            if page.gap is not None and job.after_id is not None:
-                self._record_gap(symbol, page.gap[0], page.gap[1], job.reason)
-            request = page.next_request
+            # Gap records go out before the page, and the hole closes before the last page's
+            # mark: the resume point passes the hole only once both are durable.
+            self._handle(self.tracker.fill_page(job, page.ids, page.gap))
+            request = None if baseline else page.next_request
+            if request is None:
+                self.tracker.fill_done(job)
+            self._hand_on(envelope, symbol)
         self.m.gap_trades.labels(self.name).inc(recovered)
         self.m.gaps_filled.labels(self.name).inc()
 
-    def _record_gap(self, symbol: str, after_id: int, before_id: int | None, reason: str) -> None:
-        """Trades strictly between ``after_id`` and ``before_id`` are lost; narrow by what we saw."""
-        conn = self._conn_of.get(symbol)
-        first = conn.first_ids.get(symbol) if conn is not None else None
-        if first is not None and first > after_id and (before_id is None or first < before_id):
-            before_id = first
-        if before_id is not None and before_id <= after_id + 1 and self.c.CONSECUTIVE_IDS:
-            return
+    def _record_gap(self, gap: GapRecord) -> None:
+        """Land a ``gaps`` record: trades strictly between its two ids are lost for good."""
         self.m.gaps_unrecoverable.labels(self.name).inc()
         logger.warning(
             "unrecoverable gap in %s: trades after %s and before %s (%s)",
-            symbol,
-            after_id,
-            before_id,
-            reason,
+            gap.native_symbol,
+            gap.after_id,
+            gap.before_id,
+            gap.reason,
             extra={"exchange": self.name},
         )
-        record = {"native_symbol": symbol, "after_id": after_id, "before_id": before_id, "reason": reason}
-        self._emit(
-            Envelope(
-                self.name,
-                "gaps",
-                "gap",
-                json.dumps(record),
-                time.time_ns(),
-                "runner",
-                0,
-                "rest",
-                symbol,
-                None,
-            )
+        envelope = Envelope(
+            self.name,
+            "gaps",
+            "gap",
+            json.dumps(gap.payload()),
+            time.time_ns(),
+            "runner",
+            0,
+            "rest",
+            gap.native_symbol,
+            None,
         )
+        self._hand_on(envelope, gap.native_symbol)
 
     def _land_rest(
         self,
@@ -674,15 +774,31 @@ class ExchangeRunner:
         body: str,
         recv_ns: int,
         symbol: str | None,
-        rest_id: str | None = None,
-        page_no: int = 1,
     ) -> None:
-        if rest_id is None:
-            self._rest_seq += 1
-            rest_id = f"rest-{self.name}-{self._rest_seq}"
-        self._emit(
-            Envelope(self.name, channel, request.target, body, recv_ns, rest_id, page_no, "rest", symbol)
-        )
+        self._rest_seq += 1
+        rest_id = f"rest-{self.name}-{self._rest_seq}"
+        self._emit(Envelope(self.name, channel, request.target, body, recv_ns, rest_id, 1, "rest", symbol))
+
+    async def _state_loop(self) -> None:
+        """Persist the resume points whenever they moved, every ``state_interval_s``."""
+        while not await self._sleep(self.ext.state_interval_s):
+            await self.save_state()
+
+    async def save_state(self) -> None:
+        """Write the resume points if they moved since the last write (a no-op without a file)."""
+        resume_file = self.resume_file
+        if resume_file is None or not self.tracker.resume_changed:
+            return
+        self.tracker.resume_changed = False
+        points = self.tracker.resume_points()
+        try:
+            await asyncio.to_thread(resume_file.save, points)
+        except OSError as exc:
+            self.tracker.resume_changed = True
+            self.m.state_errors.labels(self.name).inc()
+            logger.error(
+                "resume state %s not saved: %s", resume_file.path, exc, extra={"exchange": self.name}
+            )
 
     # --- quiet markets and the L1 poller ------------------------------------------------------------
 
@@ -693,6 +809,7 @@ class ExchangeRunner:
         polled: dict[str, float] = {}
         while not await self._sleep(1.0):
             now = time.monotonic()
+            self._handle(self.tracker.tick(now))
             quiet = {
                 s
                 for s in self._conn_of
@@ -729,8 +846,18 @@ class ExchangeRunner:
 class _Writer:
     """Writes flushed batches to every sink, in order, retrying a failing sink within a bound."""
 
-    def __init__(self, sinks: Sequence[Sink], *, retry_s: float, max_pending: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        retry_s: float,
+        max_pending: int,
+        metrics: Metrics,
+        on_durable: Callable[[Batch], None] = lambda batch: None,
+    ) -> None:
         self.sinks = list(sinks)
+        #: Called once every sink's ``write`` of a batch has returned (the batch is durable).
+        self._on_durable = on_durable
         self.queue: asyncio.Queue[Batch | None] = asyncio.Queue()
         #: Set while fewer than ``max_pending`` batches wait; readers pause while it is clear.
         self.room = asyncio.Event()
@@ -753,6 +880,7 @@ class _Writer:
             if batch is None:
                 return
             await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+            self._on_durable(batch)
             if self.queue.qsize() < self._max_pending:
                 self.room.set()
 
@@ -794,6 +922,7 @@ class Extractor:
             retry_s=settings.extractors.sink_retry_s,
             max_pending=settings.extractors.max_pending_batches,
             metrics=self.metrics,
+            on_durable=self._durable,
         )
         per_symbol = {
             name: get_connector(name).PER_SYMBOL_BATCH_CHANNELS for name in settings.extractors.exchanges
@@ -815,12 +944,18 @@ class Extractor:
         counter.inc()
         self.batcher.add(envelope)
 
+    def _durable(self, batch: Batch) -> None:
+        runner = self.runners.get(batch.exchange)
+        if runner is not None:
+            runner.durable(batch.envelopes)
+
     @property
     def idle(self) -> bool:
         return all(r.idle for r in self.runners.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         ext = self.settings.extractors
+        shard = parse_shard(ext.shard)
         runner_stop = asyncio.Event()
         batcher_stop = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=32)
@@ -834,6 +969,7 @@ class Extractor:
                     http=http,
                     stop=runner_stop,
                     room=self.writer.room,
+                    resume_file=ResumeFile(ext.state_dir, exchange=name, shard=shard),
                 )
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(self.writer.run())
@@ -845,9 +981,14 @@ class Extractor:
                 _, pending = await asyncio.wait(runners, timeout=ext.shutdown_timeout_s)
                 for task in pending:
                     task.cancel()
+                await asyncio.wait(runners)
+                for runner in self.runners.values():
+                    runner.abandon_fills()  # what is still queued becomes gaps records
                 batcher_stop.set()
                 await batcher
                 self.batcher.flush_all()
                 self.writer.queue.put_nowait(None)
                 await writer
+                for runner in self.runners.values():
+                    await runner.save_state()
         logger.info("stopped; every buffer flushed")

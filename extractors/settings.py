@@ -55,6 +55,11 @@ class ExtractorSettings:
     max_pending_batches: int = 256
     #: SIGINT/SIGTERM: time allowed to finish gap fills and flush every buffer.
     shutdown_timeout_s: float = 5.0
+    #: Folder of the crash-safe resume state: one file per exchange and shard
+    #: (``<state_dir>/<exchange>-shard-<i>-of-<n>.json``) with each market's last durable trade id.
+    state_dir: str = "extractor-state"
+    #: The resume state is rewritten this often when it moved (and at shutdown).
+    state_interval_s: float = 1.0
     #: Put every sink behind a bounded disk spool (section ``spool:``) so outages replay in order.
     spool: bool = True
     metrics_port: int = 0
@@ -132,6 +137,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("extractors.batch_max_envelopes must be >= 1 and batch_max_age_s > 0")
     if ext.max_pending_batches < 1:
         raise ConfigError("extractors.max_pending_batches must be >= 1 (default 256)")
+    if not ext.state_dir or ext.state_interval_s <= 0:
+        raise ConfigError("extractors.state_dir must be a folder and state_interval_s > 0")
     if ext.backoff_initial_s <= 0 or ext.backoff_max_s < ext.backoff_initial_s:
         raise ConfigError("extractors.backoff_initial_s must be > 0 and <= backoff_max_s")
 

@@ -56,6 +56,7 @@ def test_sigterm_flushes_every_buffer_and_exits_cleanly(tmp_path: Path) -> None:
             "CRYPTOLAKE_EXTRACTORS_BATCH_MAX_ENVELOPES": "100000",
             "CRYPTOLAKE_LANDING_ROOT": str(tmp_path / "landing"),
             "CRYPTOLAKE_SPOOL_DIR": str(tmp_path / "spool"),
+            "CRYPTOLAKE_EXTRACTORS_STATE_DIR": str(tmp_path / "state"),
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "extractors", "run", "--exchanges", "coinbase", "--sink", "landing"],

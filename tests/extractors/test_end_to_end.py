@@ -92,6 +92,7 @@ async def run_extractor(
             "batch_max_age_s": 0.2,
             "shutdown_timeout_s": seconds(5),
             "l1_poll_interval_s": 1.0,
+            "state_dir": str(root / "_state"),
             **{
                 exchange: {
                     "rest_url": sim.urls[exchange].rest,

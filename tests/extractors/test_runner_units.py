@@ -20,6 +20,7 @@ from extractors.metrics import Metrics
 from extractors.runner import ExchangeRunner, _Connection
 from extractors.settings import ExchangeSettings, load_settings, parse_shard, select_markets, shard_of
 from extractors.sinks.base import SinkError
+from extractors.tracking import FillRequest
 from lake.config import ConfigError
 
 
@@ -178,6 +179,7 @@ def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dr
         runner = make_runner(binance, emitted)
         conn = _Connection(index=0, markets=["BTCUSDT"], firehose=True, conn_id="binance-0-x")
         runner._conn_of["BTCUSDT"] = conn
+        runner.tracker.track(["BTCUSDT"])
         trade = '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":10,"p":"1.5","q":"2"}}'
         frames: list[str | bytes] = [
             '{"result":null,"id":1}',
@@ -211,12 +213,17 @@ def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dr
     )
     assert all(e.conn_id == "binance-0-x" and e.source == "ws" for e in emitted)
     assert conn.acks == 1 and runner.last_ids == {"BTCUSDT": 14}
-    jobs = []
-    while not runner._gap_queue.empty():
-        job = runner._gap_queue.get_nowait()
-        jobs.append((job.native_symbol, job.after_id, job.until_id, job.reason))
-    # The id jump 10 -> 14 is filled between the two; the truncated frame re-checks the market.
-    assert jobs == [("BTCUSDT", 10, 14, "id_jump"), ("BTCUSDT", 14, None, "bad_frame")]
+    # The id jump 10 -> 14 asks for a fill between the two; the truncated frame re-checks the
+    # market, merged into that one queued fill (from the older point, up to now).
+    assert (
+        runner.m.value("cryptolake_extractor_gaps_detected_total", exchange="binance", reason="id_jump") == 1
+    )
+    assert (
+        runner.m.value("cryptolake_extractor_gaps_detected_total", exchange="binance", reason="bad_frame")
+        == 1
+    )
+    assert runner.tracker.take_fill() == FillRequest("BTCUSDT", 10, None, "id_jump")
+    assert runner.tracker.take_fill() is None
     assert runner.m.value("cryptolake_extractor_duplicate_trades_total", exchange="binance") == 1
 
 
@@ -226,6 +233,8 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
         runner = make_runner(kucoin, emitted)
         conn = _Connection(index=0, markets=["BTC-USDT"], firehose=True, conn_id="k")
         runner._conn_of["BTC-USDT"] = conn
+        runner.tracker.track(["BTC-USDT"])
+        runner.tracker.opened(["BTC-USDT"])
         for seq in (100, 103, 109):
             frame = {
                 "type": "message",
@@ -233,8 +242,11 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
                 "data": {"symbol": "BTC-USDT", "sequence": str(seq)},
             }
             runner._on_message(conn, json.dumps(frame))
-        assert runner._gap_queue.empty()
-        runner._record_gap("BTC-USDT", 50, 150, "reconnect")
+        assert runner.tracker.queued == 0
+        # A reconnect fill from 50 whose REST page starts at 130: lost between 50 and the first
+        # trade this connection delivered (100), not up to the page.
+        job = FillRequest("BTC-USDT", 50, None, "reconnect")
+        runner._handle(runner.tracker.fill_page(job, (130, 140), (50, 130)))
         return emitted
 
     emitted = asyncio.run(scenario())
