@@ -1,5 +1,11 @@
 """Group envelopes into batches per (exchange, channel[, symbol]), flushed by size or by age.
 
+Size is bounded twice: ``max_envelopes`` envelopes and ``max_bytes`` bytes of JSON lines (the
+exact length of :meth:`Batch.to_jsonl`). The byte bound keeps one batch inside one Kafka record:
+its default, :data:`extractors.sinks.kafka.DEFAULT_MAX_BATCH_BYTES`, sits below the broker's
+default ``message.max.bytes``; a record too large is a fatal error, not one that retries fix. An
+envelope that alone exceeds ``max_bytes`` is flushed alone (an envelope is never split).
+
 ``add`` is synchronous and cheap (it runs once per frame); a full buffer is flushed at once, and
 :meth:`Batcher.run` flushes buffers older than ``max_age_s``. Flushed batches go to ``on_batch``
 (the runner's writer queue). Envelopes of one key keep their arrival order, and batch ids
@@ -10,19 +16,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from extractors.envelope import Batch, Envelope
+from extractors.sinks.kafka import DEFAULT_MAX_BATCH_BYTES
+
+logger = logging.getLogger(__name__)
 
 BatchKey = tuple[str, str, str]
+
+#: ``{"exchange":,"channel":,"stream":,"payload":,"recv_ts_ns":,"conn_id":,"conn_seq":,"source":,
+#: "native_symbol":,"error":}`` plus the newline: what a JSON line holds besides the values.
+_LINE_OVERHEAD = len(
+    '{"exchange":,"channel":,"stream":,"payload":,"recv_ts_ns":,"conn_id":,"conn_seq":,"source":,'
+    '"native_symbol":,"error":}\n'
+)
+
+
+def _json_str_bytes(text: str | None) -> int:
+    """UTF-8 length of ``text`` as a JSON value (``ensure_ascii=False``; ``null`` for None)."""
+    if text is None:
+        return 4
+    if text.isascii() and text.isprintable():  # only '"' and '\\' are escaped, to two bytes
+        return len(text) + 2 + text.count('"') + text.count("\\")
+    return len(json.dumps(text, ensure_ascii=False).encode())
+
+
+def envelope_nbytes(envelope: Envelope) -> int:
+    """``len(envelope.to_json().encode()) + 1`` (its line in :meth:`Batch.to_jsonl`), computed
+    from the fields without building the line."""
+    e = envelope
+    return (
+        _LINE_OVERHEAD
+        + _json_str_bytes(e.exchange)
+        + _json_str_bytes(e.channel)
+        + _json_str_bytes(e.stream)
+        + _json_str_bytes(e.payload)
+        + len(str(e.recv_ts_ns))
+        + _json_str_bytes(e.conn_id)
+        + len(str(e.conn_seq))
+        + _json_str_bytes(e.source)
+        + _json_str_bytes(e.native_symbol)
+        + _json_str_bytes(e.error)
+    )
 
 
 @dataclass(slots=True)
 class _Buffer:
     started: float
     envelopes: list[Envelope] = field(default_factory=list)
+    nbytes: int = 0
 
 
 class Batcher:
@@ -32,12 +79,14 @@ class Batcher:
         max_envelopes: int,
         max_age_s: float,
         on_batch: Callable[[Batch], None],
+        max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         per_symbol_channels: Mapping[str, frozenset[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_envelopes < 1 or max_age_s <= 0:
-            raise ValueError("batch size must be >= 1 and age > 0")
+        if max_envelopes < 1 or max_age_s <= 0 or max_bytes < 1:
+            raise ValueError("batch size must be >= 1 envelope and >= 1 byte, and age > 0")
         self.max_envelopes = max_envelopes
+        self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._on_batch = on_batch
         self._per_symbol = dict(per_symbol_channels or {})
@@ -54,11 +103,25 @@ class Batcher:
 
     def add(self, envelope: Envelope) -> None:
         key = self.key(envelope)
+        size = envelope_nbytes(envelope)
         buffer = self._buffers.get(key)
+        if buffer is not None and buffer.nbytes + size > self.max_bytes:
+            self._flush(key)  # this envelope would take the batch past max_bytes
+            buffer = None
         if buffer is None:
             buffer = self._buffers[key] = _Buffer(self._clock())
         buffer.envelopes.append(envelope)
-        if len(buffer.envelopes) >= self.max_envelopes:
+        buffer.nbytes += size
+        if size > self.max_bytes:
+            logger.warning(
+                "one %s %s envelope is %d bytes, more than batch max_bytes=%d; flushed alone",
+                envelope.exchange,
+                envelope.channel,
+                size,
+                self.max_bytes,
+                extra={"exchange": envelope.exchange},
+            )
+        if len(buffer.envelopes) >= self.max_envelopes or buffer.nbytes >= self.max_bytes:
             self._flush(key)
 
     def _flush(self, key: BatchKey) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 from extractors.envelope import Batch
@@ -25,5 +26,17 @@ class Sink(Protocol):
     async def write(self, batch: Batch) -> None: ...
 
     async def close(self) -> None:
-        """Flush anything buffered and release resources."""
+        """Flush anything buffered and release resources.
+
+        The sinks of this package also take ``close(deadline=...)`` (``time.monotonic()``
+        seconds): finish by then, leaving what cannot be finished durable on local disk.
+        """
         ...
+
+
+async def close_within(sink: Sink, deadline: float | None) -> None:
+    """``sink.close(deadline=deadline)`` when the sink takes a deadline, else ``sink.close()``."""
+    if deadline is not None and "deadline" in inspect.signature(sink.close).parameters:
+        await sink.close(deadline=deadline)  # type: ignore[call-arg]
+    else:
+        await sink.close()

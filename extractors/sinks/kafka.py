@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 Compression = Literal["gzip", "lz4", "zstd", "snappy", "none"]
 
+#: Kafka's default ``message.max.bytes`` (broker) and ``max.message.bytes`` (topic): the largest
+#: record batch the broker accepts, compressed. A bigger one fails with ``MessageSizeTooLarge``,
+#: which no retry fixes, so batches are kept below it (:func:`max_batch_bytes`).
+BROKER_MESSAGE_MAX_BYTES = 1_048_588
+#: Room kept under the limit for the record's key, headers and record/batch framing.
+RECORD_HEADROOM_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
@@ -72,6 +79,21 @@ class KafkaSettings:
 KafkaSinkSettings = KafkaSettings
 
 
+def max_batch_bytes(settings: KafkaSettings) -> int:
+    """The largest batch (uncompressed JSON lines, :meth:`Batch.to_jsonl`) one record may carry.
+
+    Below both limits a record meets: the producer's ``max_request_bytes`` (checked on the
+    uncompressed record) and the broker's :data:`BROKER_MESSAGE_MAX_BYTES` (checked compressed,
+    so bounding the uncompressed size is conservative), minus :data:`RECORD_HEADROOM_BYTES`.
+    """
+    limit = min(settings.max_request_bytes, BROKER_MESSAGE_MAX_BYTES)
+    return max(limit - RECORD_HEADROOM_BYTES, limit // 2)
+
+
+#: The batch bound for the default Kafka settings: 1 MiB + 12 bytes minus 64 KiB (983,052 bytes).
+DEFAULT_MAX_BATCH_BYTES = max_batch_bytes(KafkaSettings())
+
+
 def is_retryable_kafka_error(exc: BaseException) -> bool:
     """Whether a later attempt can succeed: kafka-python's ``retriable`` flag, timeouts, I/O."""
     from kafka.errors import KafkaError
@@ -92,6 +114,11 @@ class KafkaSink:
         self._producer: Any | None = None
         self._producer_lock = threading.Lock()
         self._closed = False
+
+    @property
+    def max_batch_bytes(self) -> int:
+        """The batch bound this sink needs (:func:`max_batch_bytes` of its settings)."""
+        return max_batch_bytes(self._settings)
 
     def topic(self, batch: Batch) -> str:
         return self._settings.topic_prefix + batch.topic
@@ -117,12 +144,17 @@ class KafkaSink:
         metrics.BATCH_BYTES.labels(self.name).observe(len(value))
         metrics.WRITE_SECONDS.labels(self.name).observe(time.monotonic() - started)
 
-    async def close(self) -> None:
-        """Close the producer, giving in-flight records ``close_timeout_s``."""
+    async def close(self, *, deadline: float | None = None) -> None:
+        """Close the producer, giving in-flight records ``close_timeout_s`` but never past
+        ``deadline`` (``time.monotonic()`` seconds). Every ``write`` that returned was already
+        acknowledged, so a short close loses nothing that was reported durable."""
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._drop_producer, self._settings.close_timeout_s)
+        timeout = self._settings.close_timeout_s
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+        await asyncio.to_thread(self._drop_producer, timeout)
 
     # --- blocking work (worker threads) ---------------------------------------------------
 

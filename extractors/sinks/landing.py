@@ -227,19 +227,25 @@ class LandingSink:
         metrics.BATCH_BYTES.labels(self.name).observe(len(raw))
         metrics.WRITE_SECONDS.labels(self.name).observe(time.monotonic() - started)
 
-    async def close(self) -> None:
-        """Finish every part (rename/upload) within ``close_timeout_s``; the rest stays staged."""
+    async def close(self, *, deadline: float | None = None) -> None:
+        """Finish every part (rename/upload) within ``close_timeout_s`` and by ``deadline``
+        (``time.monotonic()`` seconds); the rest stays staged (every write is already fsynced
+        there) and is finished at the next start. No finish is started after the deadline."""
         if self._closed:
             return
         self._closed = True
+        own = time.monotonic() + self._settings.close_timeout_s
+        deadline = own if deadline is None else min(own, deadline)
         self._stop.set()
         self._wake.set()
         if self._roller is not None:
-            await self._roller
+            try:
+                await asyncio.wait_for(asyncio.shield(self._roller), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                self._roller.cancel()  # a finish in its thread completes on its own
         async with self._lock:
             for part in list(self._open.values()):
                 self._detach(part)
-        deadline = time.monotonic() + self._settings.close_timeout_s
         while self._pending and time.monotonic() < deadline:
             if not await self._finish_pending():
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

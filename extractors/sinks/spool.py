@@ -52,7 +52,7 @@ from pathlib import Path
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
 from extractors.sinks import metrics
-from extractors.sinks.base import Sink, SinkError
+from extractors.sinks.base import Sink, SinkError, close_within
 
 logger = logging.getLogger(__name__)
 
@@ -439,18 +439,23 @@ class SpooledSink:
             await self._spool(batch)
             self._ensure_replayer(delay_first=False)
 
-    async def close(self) -> None:
-        """Drain the spool for up to ``drain_timeout_s``, then close the inner sink."""
+    async def close(self, *, deadline: float | None = None) -> None:
+        """Drain the spool for up to ``drain_timeout_s`` (never past ``deadline``, in
+        ``time.monotonic()`` seconds), then close the inner sink with the same deadline. What is
+        not drained stays on disk; the queue's files are closed even if the inner close fails."""
         if self._closed:
             return
         self._closed = True
+        drain_s = self._settings.drain_timeout_s
+        if deadline is not None:
+            drain_s = max(0.0, min(drain_s, deadline - time.monotonic()))
         if self._queue and self._failure is None:
             self._ensure_replayer(delay_first=False)
             self._kick.set()
             replayer = self._replayer
             assert replayer is not None
             try:
-                await asyncio.wait_for(asyncio.shield(replayer), self._settings.drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(replayer), drain_s)
             except TimeoutError:
                 replayer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -466,7 +471,7 @@ class SpooledSink:
                 self.directory,
             )
         try:
-            await self.inner.close()
+            await close_within(self.inner, deadline)
         finally:
             self._queue.close()
 
