@@ -153,13 +153,17 @@ SILVER_TICKERS = TableSpec(
         ("quote_volume_24h", PRICE, True),
         ("best_bid", PRICE, True),
         ("best_ask", PRICE, True),
+        ("sequence", LongType(), True),
         ("event_ts", TimestampType(), False),
         ("recv_ts", TimestampType(), False),
         *_PRICED[:3],
         ("usdt_method", StringType(), True),
     ),
-    key=("exchange", "symbol", "event_ts"),
+    # The exchange's own ticker sequence tells apart tickers that share a time (one Coinbase taker
+    # order sweeping several levels); NULL for venues without one (Binance), compared NULL-safely.
+    key=("exchange", "symbol", "event_ts", "sequence"),
     partition_by=("exchange",),
+    description="Ticker states: one row per (exchange, symbol, event time, exchange sequence).",
 )
 
 SILVER_L1_QUOTES = TableSpec(
@@ -176,6 +180,7 @@ SILVER_L1_QUOTES = TableSpec(
         ("sequence", LongType(), True),
         ("event_ts", TimestampType(), False),
         ("recv_ts", TimestampType(), False),
+        ("source_channel", StringType(), True),
         ("usdt_rate", PRICE, True),
         ("mid_usdt", PRICE, True),
         ("spread_bps", PRICE, True),
@@ -183,6 +188,8 @@ SILVER_L1_QUOTES = TableSpec(
     ),
     key=("exchange", "symbol", "event_ts", "sequence"),
     partition_by=("exchange",),
+    description="Best bid/ask quotes; source_channel says whether a quote came from an L1 stream or"
+    " poll (l1) or from a Coinbase/KuCoin ticker's best bid/ask (ticker).",
 )
 
 SILVER_USDT_RATES = TableSpec(

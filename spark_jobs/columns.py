@@ -49,16 +49,30 @@ def inverse(x: Column) -> Column:
     return (F.lit(1).cast(DecimalType(2, 0)) / x.cast(PRICE)).cast(PRICE)
 
 
+def floor_div(col: Column, divisor: int) -> Column:
+    """``floor(col / divisor)`` of an integral column as a long, in exact integer arithmetic.
+
+    Never through a double: ``recv_ts_ns / 1000`` as a double has 53 bits of mantissa, fewer than
+    the 61 bits of a nanosecond epoch, so about one value in eight rounds to the wrong microsecond.
+    ``col - pmod(col, divisor)`` is an exact multiple of ``divisor``, so the integer division
+    (``div``, which truncates) is a floor division for negative values too.
+    """
+    c = col.cast(LongType())
+    d = F.lit(divisor).cast(LongType())
+    return F.call_function("div", c - F.pmod(c, d), d)
+
+
 def ts_from_ms(col: Column) -> Column:
-    """Epoch milliseconds (number or numeric string) as a UTC timestamp."""
+    """Epoch milliseconds (number or numeric string) as a UTC timestamp (exact)."""
     return F.timestamp_millis(col.cast(StringType()).cast(LongType()))
 
 
 def ts_from_ns(col: Column) -> Column:
-    """Epoch nanoseconds (number or numeric string) as a UTC timestamp (microsecond precision)."""
-    return F.timestamp_micros(
-        F.floor(col.cast(StringType()).cast(DecimalType(20, 0)) / 1000).cast(LongType())
-    )
+    """Epoch nanoseconds (number or numeric string) as a UTC timestamp, floored to the microsecond.
+
+    Exact: the text becomes a long (nanoseconds fit one until 2262) and is divided as an integer.
+    """
+    return F.timestamp_micros(floor_div(col.cast(StringType()).cast(LongType()), 1000))
 
 
 def ts_from_iso(col: Column) -> Column:
@@ -67,8 +81,11 @@ def ts_from_iso(col: Column) -> Column:
 
 
 def recv_ts() -> Column:
-    """The envelope's local receive time (``recv_ts_ns``) as a timestamp."""
-    return F.timestamp_micros(F.floor(F.col("recv_ts_ns") / 1000).cast(LongType()))
+    """The envelope's local receive time (``recv_ts_ns``) as a timestamp, floored to the microsecond.
+
+    Exact integer arithmetic (:func:`floor_div`): ``1700000000123456789`` ns is ``...123456`` µs.
+    """
+    return F.timestamp_micros(floor_div(F.col("recv_ts_ns"), 1000))
 
 
 def minute_of(col: Column | str) -> Column:

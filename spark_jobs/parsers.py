@@ -92,6 +92,7 @@ KUCOIN_TICKER_SCHEMA = _struct(
 #: Coinbase Exchange ticker / ticker_batch (4A.2).
 COINBASE_TICKER_SCHEMA = _struct(
     "type",
+    "sequence",
     "product_id",
     "price",
     "open_24h",
@@ -99,7 +100,9 @@ COINBASE_TICKER_SCHEMA = _struct(
     "low_24h",
     "volume_24h",
     "best_bid",
+    "best_bid_size",
     "best_ask",
+    "best_ask_size",
     "time",
 )
 
@@ -311,9 +314,12 @@ def parse_trades(bronze: DataFrame) -> DataFrame:
 
 # --- tickers -----------------------------------------------------------------------------------
 
+#: ``sequence`` is the exchange's own ordering of ticker states where it has one (Coinbase and
+#: KuCoin ``sequence``; ``NULL`` for Binance): several Coinbase tickers share one ``time`` when a
+#: taker order sweeps several levels, and only the sequence tells them apart.
 TICKER_COLUMNS = (
     "exchange", "native_symbol", "last", "open_24h", "high_24h", "low_24h", "base_volume_24h",
-    "quote_volume_24h", "best_bid", "best_ask", "event_ts", "recv_ts",
+    "quote_volume_24h", "best_bid", "best_ask", "sequence", "event_ts", "recv_ts",
 )  # fmt: skip
 
 
@@ -341,6 +347,7 @@ def _binance_tickers(items: DataFrame) -> DataFrame:
         to_decimal(j["q"]).alias("quote_volume_24h"),
         to_decimal(j["b"]).alias("best_bid"),
         to_decimal(j["a"]).alias("best_ask"),
+        F.lit(None).cast(LongType()).alias("sequence"),
         ts_from_ms(j["E"]).alias("event_ts"),
         recv_ts().alias("recv_ts"),
         "_raw",
@@ -362,6 +369,7 @@ def _kucoin_tickers(items: DataFrame) -> DataFrame:
         none.alias("quote_volume_24h"),
         to_decimal(j["bestBid"]).alias("best_bid"),
         to_decimal(j["bestAsk"]).alias("best_ask"),
+        j["sequence"].cast(LongType()).alias("sequence"),
         ts_from_ms(j["time"]).alias("event_ts"),
         recv_ts().alias("recv_ts"),
         "_raw",
@@ -381,6 +389,7 @@ def _coinbase_tickers(items: DataFrame) -> DataFrame:
         F.lit(None).cast(PRICE).alias("quote_volume_24h"),
         to_decimal(j["best_bid"]).alias("best_bid"),
         to_decimal(j["best_ask"]).alias("best_ask"),
+        j["sequence"].cast(LongType()).alias("sequence"),
         # The first ticker after subscribing may lack `time`: the receive time stands in.
         F.coalesce(ts_from_iso(j["time"]), recv_ts()).alias("event_ts"),
         recv_ts().alias("recv_ts"),
@@ -402,10 +411,17 @@ def parse_tickers(bronze: DataFrame) -> DataFrame:
 
 # --- L1 (best bid / ask) -----------------------------------------------------------------------
 
+#: ``source_channel`` is the bronze channel a quote was read from: ``l1`` (Binance ``@bookTicker``
+#: and REST ``bookTicker``, KuCoin ``/spotMarket/level1`` and REST ``level1``, Coinbase REST
+#: ``book?level=1``) or ``ticker`` (a quote derived from a Coinbase or KuCoin ticker's best bid/ask).
 L1_COLUMNS = (
     "exchange", "native_symbol", "bid_price", "bid_size", "ask_price", "ask_size", "sequence",
-    "event_ts", "recv_ts",
+    "event_ts", "recv_ts", "source_channel",
 )  # fmt: skip
+
+#: Exchanges whose tickers carry the best bid/ask and sizes, so a ticker is also an L1 quote.
+#: Coinbase has no public websocket L1 at all; Binance mini tickers carry no book.
+TICKER_L1_EXCHANGES = ("coinbase", "kucoin")
 
 
 def _l1_checks() -> Column:
@@ -438,6 +454,7 @@ def _binance_l1(items: DataFrame) -> DataFrame:
         # bookTicker carries no event time: the receive time is the event time (exchanges.md 2.4).
         recv_ts().alias("event_ts"),
         recv_ts().alias("recv_ts"),
+        F.col("channel").alias("source_channel"),
         "_raw",
     ).withColumn("_error", _l1_checks())
 
@@ -454,6 +471,7 @@ def _kucoin_l1(items: DataFrame) -> DataFrame:
         j["sequence"].cast("long").alias("sequence"),
         ts_from_ms(F.coalesce(j["timestamp"], j["time"])).alias("event_ts"),
         recv_ts().alias("recv_ts"),
+        F.col("channel").alias("source_channel"),
         "_raw",
     ).withColumn("_error", _l1_checks())
 
@@ -472,15 +490,91 @@ def _coinbase_l1(items: DataFrame) -> DataFrame:
         j["sequence"].cast("long").alias("sequence"),
         F.coalesce(ts_from_iso(j["time"]), recv_ts()).alias("event_ts"),
         recv_ts().alias("recv_ts"),
+        F.col("channel").alias("source_channel"),
         "_raw",
     ).withColumn("_error", _l1_checks())
 
 
-def parse_l1(bronze: DataFrame) -> DataFrame:
-    """Bronze rows of channel ``l1`` -> one row per quote (:data:`L1_COLUMNS`, ``_raw``, ``_error``)."""
-    return _by_exchange({"binance": _binance_l1, "kucoin": _kucoin_l1, "coinbase": _coinbase_l1}, L1_COLUMNS)(
-        bronze
+def _kucoin_ticker_l1(items: DataFrame) -> DataFrame:
+    """KuCoin ``/market/ticker`` data: ``bestBid``/``bestBidSize``/``bestAsk``/``bestAskSize``.
+
+    The event time is the ticker's ``time`` (ms; the exchange documents it as the time of the last
+    match) and ``sequence`` the ticker's, as in ``silver.tickers``.
+    """
+    j = F.from_json("_raw", KUCOIN_TICKER_SCHEMA)
+    return (
+        items.where(j["bestBid"].isNotNull() | j["bestAsk"].isNotNull())
+        .select(
+            "exchange",
+            _symbol_from_context().alias("native_symbol"),
+            to_decimal(j["bestBid"]).alias("bid_price"),
+            to_decimal(j["bestBidSize"]).alias("bid_size"),
+            to_decimal(j["bestAsk"]).alias("ask_price"),
+            to_decimal(j["bestAskSize"]).alias("ask_size"),
+            j["sequence"].cast(LongType()).alias("sequence"),
+            ts_from_ms(j["time"]).alias("event_ts"),
+            recv_ts().alias("recv_ts"),
+            F.col("channel").alias("source_channel"),
+            "_raw",
+        )
+        .withColumn("_error", _l1_checks())
     )
+
+
+def _coinbase_ticker_l1(items: DataFrame) -> DataFrame:
+    """Coinbase ``ticker``/``ticker_batch``: ``best_bid``/``best_bid_size``/``best_ask``/``best_ask_size``.
+
+    Sizes are absent from older feeds (``NULL`` sizes); the sparse first ticker after subscribing
+    has no ``time`` (the receive time stands in, as in ``silver.tickers``).
+    """
+    j = F.from_json("_raw", COINBASE_TICKER_SCHEMA)
+    is_ticker = _nullsafe(j["type"].isin("ticker", "ticker_batch"))
+    return (
+        items.where(is_ticker & (j["best_bid"].isNotNull() | j["best_ask"].isNotNull()))
+        .select(
+            "exchange",
+            _symbol_from_context(j["product_id"]).alias("native_symbol"),
+            to_decimal(j["best_bid"]).alias("bid_price"),
+            to_decimal(j["best_bid_size"]).alias("bid_size"),
+            to_decimal(j["best_ask"]).alias("ask_price"),
+            to_decimal(j["best_ask_size"]).alias("ask_size"),
+            j["sequence"].cast(LongType()).alias("sequence"),
+            F.coalesce(ts_from_iso(j["time"]), recv_ts()).alias("event_ts"),
+            recv_ts().alias("recv_ts"),
+            F.col("channel").alias("source_channel"),
+            "_raw",
+        )
+        .withColumn("_error", _l1_checks())
+    )
+
+
+_TICKER_L1_PARSERS: dict[str, Callable[[DataFrame], DataFrame]] = {
+    "kucoin": _kucoin_ticker_l1,
+    "coinbase": _coinbase_ticker_l1,
+}
+
+
+def parse_l1(bronze: DataFrame) -> DataFrame:
+    """Bronze rows of channels ``l1`` and ``ticker`` -> one row per quote.
+
+    Columns: :data:`L1_COLUMNS`, ``_raw`` and ``_error``. Every ``l1`` item gives a row (bad ones
+    with an ``_error``). A ``ticker`` item gives a quote only where the exchange's tickers carry
+    the book (:data:`TICKER_L1_EXCHANGES`) and the item has a best bid or ask: other tickers are
+    none of the L1 table's business (``silver_tickers`` parses and quarantines them), so they are
+    skipped here, not quarantined twice. Rows of any other channel are ignored.
+    """
+    l1 = _by_exchange({"binance": _binance_l1, "kucoin": _kucoin_l1, "coinbase": _coinbase_l1}, L1_COLUMNS)(
+        bronze.where(F.col("channel") == "l1")
+    )
+    tickers = payload_items(
+        bronze.where((F.col("channel") == "ticker") & F.col("exchange").isin(*TICKER_L1_EXCHANGES))
+    )
+    out = l1
+    for ex, fn in _TICKER_L1_PARSERS.items():
+        out = out.unionByName(
+            fn(tickers.where(F.col("exchange") == ex)).select(*L1_COLUMNS, "_raw", "_error")
+        )
+    return out
 
 
 # --- markets (discovery snapshots) -------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""silver_l1: ``bronze.raw_events`` (channel ``l1``) -> ``silver.l1_quotes``.
+"""silver_l1: ``bronze.raw_events`` (channels ``l1`` and ``ticker``) -> ``silver.l1_quotes``.
 
 Binance ``@bookTicker`` (no event time: the receive time stands in), KuCoin ``/spotMarket/level1``
-and Coinbase REST ``book?level=1`` become one best bid/ask row per ``(exchange, symbol, event_ts,
-sequence)`` with ``spread_bps`` = (ask - bid) x 10000 / mid and ``mid_usdt`` = mid x rate. A crossed
-book (bid > ask) or a non-positive price is quarantined.
+and Coinbase REST ``book?level=1`` (channel ``l1``), and the best bid/ask of Coinbase and KuCoin
+tickers (channel ``ticker``: Coinbase has no public websocket L1, so its active products are
+quoted only there) become one best bid/ask row per ``(exchange, symbol, event_ts, sequence)``
+with ``source_channel`` saying which channel it came from, ``spread_bps`` = (ask - bid) x 10000 /
+mid and ``mid_usdt`` = mid x rate. A crossed book (bid > ask) or a non-positive price is
+quarantined.
 
     spark-submit spark_jobs/silver_l1.py --lake-root lake-data --trigger availableNow
 """
@@ -16,6 +19,11 @@ from lake.tables import SILVER_L1_QUOTES
 from spark_jobs.parsers import parse_l1
 from spark_jobs.silver import PricedJob, PricedTable
 from spark_jobs.usdt import l1_mid_and_spread
+
+#: The bronze channels this job needs (:func:`~spark_jobs.parsers.parse_l1` reads both): ``l1``
+#: and ``ticker`` (quotes derived from Coinbase/KuCoin tickers). ``PricedJob`` reads one channel
+#: today (``JOB.channel``); until it reads all of these, only the ``l1`` quotes reach the table.
+CHANNELS: tuple[str, ...] = ("l1", "ticker")
 
 JOB = PricedJob(
     query="silver_l1",
