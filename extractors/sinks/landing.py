@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import logging
 import os
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,20 +129,45 @@ def landing_key(batch: Batch, *, file_id: str) -> str:
     return f"{landing_partition(batch)}/{file_id}.jsonl.gz"
 
 
+#: Compressed bytes fed to the decompressor at a time while checking a part. Small, so the copy
+#: zlib makes of the input left over after each member's end (``unused_data``) stays small.
+_SCAN_CHUNK = 16 * 1024
+
+
 def complete_gzip_prefix(data: bytes | memoryview) -> int:
     """Length of the longest prefix of ``data`` made of complete gzip members (a torn tail ends it)."""
     view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        decomp = zlib.decompressobj(wbits=31)
-        try:
-            decomp.decompress(view[pos:])
-        except zlib.error:
-            break
-        if not decomp.eof:
-            break
-        pos = len(view) - len(decomp.unused_data)
-    return pos
+    return _complete_prefix(view[i : i + _SCAN_CHUNK] for i in range(0, len(view), _SCAN_CHUNK))
+
+
+def _complete_prefix(chunks: Iterable[bytes | memoryview]) -> int:
+    """:func:`complete_gzip_prefix` of the concatenated ``chunks``, in one linear pass.
+
+    Each chunk is inflated once (the output is dropped); at a member's end the input it did not
+    use starts the next member. Feeding a decompressor the whole rest of a part for every member,
+    as this once did, copies the tail per member: quadratic, minutes for a 64 MiB part.
+    """
+    good = 0  # end of the last complete member
+    offset = 0  # stream offset of ``pending``
+    decomp: Any = None
+    for chunk in chunks:
+        pending: bytes | memoryview = chunk
+        while pending:
+            if decomp is None:
+                decomp = zlib.decompressobj(wbits=31)
+            try:
+                decomp.decompress(pending)
+            except zlib.error:
+                return good
+            if not decomp.eof:
+                offset += len(pending)
+                break
+            rest = decomp.unused_data
+            offset += len(pending) - len(rest)
+            good = offset
+            pending = rest
+            decomp = None
+    return good
 
 
 @dataclass(slots=True)
@@ -448,12 +474,14 @@ async def _uncancellable_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _truncate_to_complete(path: Path) -> int:
-    """Cut a staged part back to its complete gzip members; returns the new size."""
-    data = path.read_bytes()
-    good = complete_gzip_prefix(data)
-    if good < len(data):
-        logger.warning("cutting %d torn byte(s) off staged landing part %s", len(data) - good, path)
-        with open(path, "r+b") as fh:
+    """Cut a staged part back to its complete gzip members; returns the new size.
+
+    Reads the part once, in chunks (linear time, constant memory)."""
+    with open(path, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        good = _complete_prefix(iter(functools.partial(fh.read, _SCAN_CHUNK), b""))
+        if good < size:
+            logger.warning("cutting %d torn byte(s) off staged landing part %s", size - good, path)
             fh.truncate(good)
             fh.flush()
             os.fsync(fh.fileno())
