@@ -137,7 +137,8 @@ def _on_ticker(doc: dict[str, Any]) -> Frame:
     """``{"type":"ticker","sequence":112233445566,"product_id":"BTC-USD","price":"94210.01",
     "best_bid":"94210.00","best_bid_size":"0.41","best_ask":"94210.01","best_ask_size":"0.025",
     "side":"buy","time":"2026-01-01T00:00:00.412345Z","trade_id":801234567,"last_size":"0.0012"}``
-    — also the L1 source (best bid/ask); the first one after subscribing may lack time/trade_id."""
+    — lands as ``ticker``; its best bid/ask and sizes are also silver's Coinbase L1 source (there is
+    no websocket L1). The first one after subscribing may lack side/time/trade_id/last_size."""
     if "product_id" not in doc:
         raise UnknownFrame("ticker without product_id")
     return Frame("data", "ticker", "ticker", str(doc["product_id"]))

@@ -167,8 +167,9 @@ def _on_message(doc: dict[str, Any]) -> Frame:
 
 def _on_ticker(topic: str, symbols: str, doc: dict[str, Any], data: dict[str, Any]) -> Frame:
     """``{"type":"message","topic":"/market/ticker:all","subject":"ETH-USDT","data":{"bestAsk":"3120.56",
-    "bestBid":"3120.55","price":"3120.55","size":"0.0131","sequence":"21874411923","time":1767225600789}}``
-    — for ``:all`` the subject is the symbol."""
+    "bestAskSize":"4.1","bestBid":"3120.55","bestBidSize":"0.72","price":"3120.55","size":"0.0131",
+    "sequence":"21874411923","time":1767225600789}}`` — for ``:all`` the subject is the symbol. Lands
+    as ``ticker``; the inside quote and its sizes in it are silver's KuCoin L1 source too."""
     symbol = str(doc.get("subject", "")) if symbols == "all" else symbols
     if not symbol or "," in symbol:
         raise UnknownFrame("ticker without a single symbol")
