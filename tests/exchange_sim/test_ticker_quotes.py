@@ -50,17 +50,19 @@ def assert_quote(bid: str, bid_size: str, ask: str, ask_size: str) -> None:
 
 def test_coinbase_tickers_carry_best_bid_ask_with_sizes_and_land_as_ticker() -> None:
     async def main() -> list[str]:
-        async with ExchangeSimulator(("coinbase",), symbols=2, rate=200, seed=5) as s:
-            async with websockets.connect(s.urls["coinbase"].ws) as ws:
-                await ws.send(
-                    json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["ticker"]})
-                )
-                frames: list[str] = []
-                async with asyncio.timeout(seconds(5)):
-                    while len(frames) < 5:
-                        text = str(await ws.recv())
-                        if json.loads(text)["type"] == "ticker":
-                            frames.append(text)
+        async with (
+            ExchangeSimulator(("coinbase",), symbols=2, rate=200, seed=5) as s,
+            websockets.connect(s.urls["coinbase"].ws) as ws,
+        ):
+            await ws.send(
+                json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["ticker"]})
+            )
+            frames: list[str] = []
+            async with asyncio.timeout(seconds(5)):
+                while len(frames) < 5:
+                    text = str(await ws.recv())
+                    if json.loads(text)["type"] == "ticker":
+                        frames.append(text)
         return frames
 
     for text in asyncio.run(main()):
