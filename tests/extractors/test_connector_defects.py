@@ -20,7 +20,7 @@ from extractors.backoff import FatalError, RetryableError, is_retryable
 from extractors.exchanges import binance, coinbase, kucoin
 from extractors.exchanges.base import Connector, Frame, RestRequest, takes_firehose
 from extractors.metrics import Metrics
-from extractors.rest import RestError
+from extractors.rest import RestError, RestResponse
 from extractors.runner import ExchangeRunner
 from extractors.settings import load_settings
 from extractors.sinks.base import SinkError
@@ -57,6 +57,54 @@ def test_is_retryable_follows_the_errors_own_verdict_and_never_retries_a_rest_4x
     assert is_retryable(exc) is expected
 
 
+def _runner(connector: Connector, *, shard: str = "0/1") -> ExchangeRunner:
+    settings = load_settings(
+        {"extractors": {"shard": shard, "backoff_initial_s": 0.01, "backoff_max_s": 0.02}}, environ={}
+    )
+    return ExchangeRunner(
+        connector,
+        settings,
+        emit=lambda envelope: None,
+        metrics=Metrics(),
+        http=None,  # type: ignore[arg-type]
+        stop=asyncio.Event(),
+    )
+
+
+def _discovery_failing_with(status: int, *, times: int) -> tuple[ExchangeRunner, list[int]]:
+    """A Binance runner whose discovery answers HTTP ``status`` ``times`` times, then a market."""
+    runner = _runner(binance)
+    calls: list[int] = []
+    body = json.dumps(
+        {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"}]}
+    )
+
+    async def call(request: RestRequest) -> RestResponse:
+        calls.append(status)
+        if len(calls) <= times:
+            raise RestError(f"HTTP {status}", status=status, retryable=False)  # as RestClient raises a 4xx
+        return RestResponse(200, body, {}, 0)
+
+    runner.rest.call = call  # type: ignore[method-assign]
+    return runner, calls
+
+
+def test_discovery_fails_at_once_on_a_rest_400_instead_of_retrying_forever() -> None:
+    runner, calls = _discovery_failing_with(400, times=1_000_000)
+    with pytest.raises(RestError, match="HTTP 400"):
+        asyncio.run(asyncio.wait_for(runner._discover_until_ok(), 10))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_discovery_retries_a_rest_403_or_404_with_backoff(status: int) -> None:
+    """The runner's 403/404 branch (a geo-block or a moved endpoint may clear) was dead code while
+    every RestError counted as retryable; it is what keeps these retrying now."""
+    runner, calls = _discovery_failing_with(status, times=2)
+    assert asyncio.run(asyncio.wait_for(runner._discover_until_ok(), 10)) == ["BTCUSDT"]
+    assert len(calls) == 3
+
+
 # --- the ticker firehose across shards ------------------------------------------------------------
 
 
@@ -89,15 +137,8 @@ def test_n_shards_subscribe_the_ticker_firehose_exactly_once(connector: Connecto
     shards = 3
     firehoses = []
     for index in range(shards):
-        settings = load_settings({"extractors": {"shard": f"{index}/{shards}"}}, environ={})
-        runner = ExchangeRunner(
-            connector,
-            settings,
-            emit=lambda envelope: None,
-            metrics=Metrics(),
-            http=None,  # type: ignore[arg-type]
-            stop=asyncio.Event(),
-        )
+        runner = _runner(connector, shard=f"{index}/{shards}")
+        settings = runner.settings
         for markets in (["AAA-X", "BBB-X"], ["CCC-X"]):
             conn = runner._add_connection(markets)
             topics = _subscribed(
