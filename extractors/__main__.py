@@ -34,6 +34,7 @@ from prometheus_client import REGISTRY
 from extractors.metrics import Metrics
 from extractors.runner import Extractor
 from extractors.settings import Settings, load_settings
+from extractors.sinks import close_all
 from extractors.sinks.base import Sink
 from lake.config import ConfigError, load_section, read_yaml
 
@@ -99,9 +100,8 @@ async def run(settings: Settings, sinks: Sequence[Sink], metrics: Metrics) -> No
         loop.add_signal_handler(sig, stop.set)
     try:
         await Extractor(settings, sinks, metrics=metrics).run(stop)
-    finally:
-        for sink in sinks:
-            await sink.close()
+    finally:  # every sink, each error logged, within one shutdown_timeout_s (extractors.sinks.close_all)
+        await close_all(sinks, deadline=time.monotonic() + settings.extractors.shutdown_timeout_s)
 
 
 def _first_error(exc: BaseException) -> BaseException:
