@@ -257,3 +257,27 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
         "before_id": 100,
         "reason": "reconnect",
     }
+
+
+def test_malformed_frames_naming_no_market_queue_at_most_one_fill_per_market() -> None:
+    async def scenario() -> ExchangeRunner:
+        runner = make_runner(binance, [])
+        markets = ["AUSDT", "BUSDT", "CUSDT"]
+        conn = _Connection(index=0, markets=list(markets), firehose=True, conn_id="binance-0-x")
+        runner.tracker.track(markets)
+        for i, symbol in enumerate(markets):
+            runner._conn_of[symbol] = conn
+            runner._on_message(conn, f'{{"stream":"x@trade","data":{{"e":"trade","s":"{symbol}","t":{i}}}}}')
+        for _ in range(500):
+            runner._on_message(conn, '{"stream":"x@trade","data":{"e":"tra')  # names no market
+        return runner
+
+    runner = asyncio.run(scenario())
+    assert runner.tracker.queued == 3
+    jobs = [runner.tracker.take_fill() for _ in range(4)]
+    assert jobs == [
+        FillRequest("AUSDT", 0, None, "bad_frame"),
+        FillRequest("BUSDT", 1, None, "bad_frame"),
+        FillRequest("CUSDT", 2, None, "bad_frame"),
+        None,
+    ]
