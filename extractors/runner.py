@@ -53,6 +53,7 @@ from extractors.exchanges.base import Connector, Market, RestRequest, UnknownFra
 from extractors.metrics import Metrics
 from extractors.rest import RestClient, RestError
 from extractors.settings import ExchangeSettings, Settings, parse_shard, select_markets, urls
+from extractors.sinks import batch_bytes_limit
 from extractors.sinks.base import Sink, SinkError
 from extractors.tracking import Action, Duplicate, FillRequest, GapRecord, Mark, TradeTracker
 
@@ -931,6 +932,7 @@ class Extractor:
             max_envelopes=settings.extractors.batch_max_envelopes,
             max_age_s=settings.extractors.batch_max_age_s,
             on_batch=self.writer.put,
+            max_bytes=batch_bytes_limit(sinks),  # one batch always fits one Kafka record
             per_symbol_channels=per_symbol,
         )
         self.runners: dict[str, ExchangeRunner] = {}
