@@ -10,6 +10,8 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from extractors.batcher import Batcher, envelope_nbytes
 from extractors.envelope import Batch, Envelope
+from extractors.runner import Extractor
+from extractors.settings import load_settings
 from extractors.sinks import batch_bytes_limit
 from extractors.sinks.kafka import (
     BROKER_MESSAGE_MAX_BYTES,
@@ -131,3 +133,10 @@ def test_the_batch_bound_is_the_tightest_sinks_and_sees_through_the_spool(tmp_pa
     assert batch_bytes_limit([landing]) == DEFAULT_MAX_BATCH_BYTES
     assert batch_bytes_limit([landing, spooled]) == small.max_batch_bytes < DEFAULT_MAX_BATCH_BYTES
     assert Batcher(max_envelopes=1, max_age_s=1.0, on_batch=print).max_bytes == DEFAULT_MAX_BATCH_BYTES
+
+
+def test_the_extractor_bounds_its_batches_by_its_kafka_sinks_configured_limit(tmp_path: object) -> None:
+    sink = KafkaSink(KafkaSettings(max_request_bytes=300 << 10))
+    spooled = SpooledSink(sink, SpoolSettings(dir=str(tmp_path), fsync=False))
+    extractor = Extractor(load_settings({}, environ={}), [spooled])
+    assert extractor.batcher.max_bytes == sink.max_batch_bytes == (300 << 10) - (64 << 10)
