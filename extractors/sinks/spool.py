@@ -258,7 +258,7 @@ class DiskQueue:
         if self._fsync:
             _fsync_dir(self.directory)
 
-    def _write_corrupt(self, name: str, data: bytes) -> Path:
+    def _write_corrupt(self, name: str, data: bytes, *, counted: bool = True) -> Path:
         folder = self.directory / CORRUPT_DIRNAME
         folder.mkdir(exist_ok=True)
         path = folder / name
@@ -271,7 +271,8 @@ class DiskQueue:
         os.replace(tmp, path)
         if self._fsync:
             _fsync_dir(folder)
-        self.set_aside.append(path)
+        if counted:
+            self.set_aside.append(path)
         return path
 
     def _delete_segment(self, segment: int) -> None:
@@ -327,9 +328,15 @@ class DiskQueue:
                 pos = end
                 continue
             if last and end >= len(data):
-                # The final record of the last segment: an append that never returned.
+                # The final record of the last segment: an append that never returned (never
+                # acknowledged); its bytes are kept aside all the same, not counted as corruption.
+                kept = self._write_corrupt(f"{segment:020d}-{pos:012d}.torn", data[pos:], counted=False)
                 logger.warning(
-                    "spool %s: cutting a torn record (%d bytes) off %s", self.directory, len(data) - pos, path
+                    "spool %s: cut a torn record (%d bytes) off %s; its bytes are in %s",
+                    self.directory,
+                    len(data) - pos,
+                    path,
+                    kept,
                 )
                 _truncate(path, pos)
                 return
