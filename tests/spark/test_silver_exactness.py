@@ -25,13 +25,12 @@ from pyspark.sql.types import (
 )
 
 from lake.tables import PRICE, SILVER_TICKERS, Lake
-from spark_jobs import silver_markets
+from spark_jobs import silver_l1, silver_markets
 from spark_jobs.bronze_ingest import envelopes_to_bronze
 from spark_jobs.columns import recv_ts, ts_from_ns
 from spark_jobs.parsers import parse_l1, parse_trades
 from spark_jobs.runtime import SilverSettings
 from spark_jobs.silver import dedupe_first
-from spark_jobs.silver_l1 import CHANNELS as L1_CHANNELS
 from spark_jobs.silver_l1 import JOB as L1_JOB
 from spark_jobs.silver_markets import latest_markets
 from spark_jobs.silver_tickers import JOB as TICKERS_JOB
@@ -250,7 +249,7 @@ _L1_SCHEMA = _schema(
 def test_coinbase_and_kucoin_tickers_become_l1_quotes_recorded_as_from_the_ticker(
     spark: SparkSession,
 ) -> None:
-    assert L1_CHANNELS == ("l1", "ticker")
+    assert silver_l1.CHANNELS == ("l1", "ticker")
     r = T0_NS + 7_000_999
     envs = [
         # Documented shapes: full ticker, the sparse first one (no time, no sizes), one with no book.
