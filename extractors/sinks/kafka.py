@@ -52,7 +52,8 @@ class KafkaSettings:
     ``delivery_timeout_s``, the bound after which a write fails (and the spool takes over).
     ``request_timeout_s``: one produce request; also bounds connecting at startup.
     ``linger_ms``: producer batching delay. ``max_request_bytes``: client-side limit of one record
-    (uncompressed); the broker's ``message.max.bytes`` (1 MB by default) limits it compressed.
+    (uncompressed); the broker's ``message.max.bytes`` (1 MB by default) limits it compressed. The
+    extractor's batches stay below both (:func:`max_batch_bytes`), so no record is too large.
     ``close_timeout_s``: time given to in-flight records on shutdown.
     """
 
