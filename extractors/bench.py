@@ -84,6 +84,8 @@ def start_extractor(urls: Mapping[str, Any], tmp: Path, *, metrics_port: int) ->
         "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "WARNING",
         "CRYPTOLAKE_LANDING_ROOT": str(tmp / "landing"),
         "CRYPTOLAKE_SPOOL_DIR": str(tmp / "spool"),
+        # A fresh simulator restarts its ids: never resume from another run's state.
+        "CRYPTOLAKE_EXTRACTORS_STATE_DIR": str(tmp / "state"),
     }
     for exchange, url in urls.items():
         env[f"CRYPTOLAKE_EXTRACTORS_{exchange.upper()}_REST_URL"] = url.rest
