@@ -23,14 +23,34 @@ _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 
+#: Table paths this process has created or found: checking again costs a catalog round trip per write.
+_KNOWN: set[str] = set()
+
+
 def ensure_table(spark: SparkSession, lake: Lake, name: str) -> DeltaTable:
     """Create the registry table at its lake path if it does not exist; return it."""
     spec = table(name)
     path = lake.path(name)
+    if path in _KNOWN:
+        return DeltaTable.forPath(spark, path)
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
-    return builder.execute()
+    created = builder.execute()
+    _KNOWN.add(path)
+    return created
+
+
+def ensure_tables(spark: SparkSession, lake: Lake, names: Sequence[str]) -> None:
+    """Create these tables one after the other (concurrent first commits of one table conflict)."""
+    for name in names:
+        ensure_table(spark, lake, name)
+
+
+def table_version(spark: SparkSession, lake: Lake, name: str) -> int:
+    """The table's current version (reads the tail of its transaction log, no data)."""
+    history = ensure_table(spark, lake, name).history(1).select("version").first()
+    return -1 if history is None else int(history[0])
 
 
 def dedupe_latest(df: DataFrame, key: Sequence[str], *, order_by: Sequence[str] = ()) -> DataFrame:
@@ -113,6 +133,7 @@ def merge_rows(
     insert_condition: str | None = None,
     update_columns: Sequence[str] | None = None,
     update_condition: str | None = None,
+    target_scope: str | None = None,
     app_id: str | None = None,
     version: int | None = None,
 ) -> None:
@@ -121,6 +142,8 @@ def merge_rows(
     ``df`` must hold the table's columns and one row per key (dedupe first); extra columns may be
     used in the conditions, which are SQL over the aliases ``s`` (source) and ``t`` (target).
     ``update_columns`` ``None`` updates every column, ``()`` makes the MERGE insert-only.
+    ``target_scope`` (SQL over ``t``) bounds the target rows a source row can match: Delta reads
+    only the files whose partition values and statistics can satisfy it.
     ``app_id``/``version`` make it idempotent across restarts, as in :func:`merge_upsert`.
     """
     spark = df.sparkSession
@@ -128,6 +151,8 @@ def merge_rows(
     key = tuple(key or spec.key)
     target = ensure_table(spark, lake, name)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+    if target_scope:
+        condition = f"({target_scope}) AND {condition}"
     merge = target.alias("t").merge(df.alias("s"), condition)
     columns = spec.columns if update_columns is None else list(update_columns)
     if columns:

@@ -18,6 +18,7 @@ Appends carry ``txnAppId``/``txnVersion``, so a micro-batch replayed after a cra
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -28,7 +29,7 @@ from pyspark.sql.types import IntegerType, LongType, StringType
 from lake.delta_io import append
 from lake.tables import BRONZE_RAW_EVENTS, RAW_ENVELOPE_SCHEMA, Lake
 from spark_jobs.columns import recv_ts, to_quarantine
-from spark_jobs.runtime import BronzeSettings, run_main, start, write_quarantine
+from spark_jobs.runtime import BronzeSettings, WriterId, run_main, start, write_quarantine
 
 #: Columns a source hands to :func:`envelopes_to_bronze`.
 SOURCE_COLUMNS = ("value", "kafka_topic", "kafka_partition", "kafka_offset", "source_file")
@@ -131,27 +132,46 @@ def source_stream(spark: SparkSession, settings: BronzeSettings) -> DataFrame:
     return landing_lines(files)
 
 
-def make_batch_writer(*, lake: Lake, app_id: str):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class BronzeBatch:
+    """One micro-batch as appended to bronze: ``rows`` stay persisted until :meth:`release`."""
+
+    rows: DataFrame
+    #: Appended envelopes per channel.
+    channels: dict[str, int]
+
+    def good(self, *channels: str) -> DataFrame:
+        """The appended rows (bronze columns), of these channels when given."""
+        good = self.rows.where("_error IS NULL").select(*BRONZE_RAW_EVENTS.columns)
+        return good.where(F.col("channel").isin(*channels)) if channels else good
+
+    def release(self) -> None:
+        self.rows.unpersist()
+
+
+def write_bronze(lines: DataFrame, batch_id: int, *, lake: Lake, app_id: str) -> BronzeBatch:
+    """Append one micro-batch of source rows to ``bronze.raw_events``; malformed lines to quarantine.
+
+    The live pipeline parses silver from the returned rows without reading the table back.
+    """
+    rows = envelopes_to_bronze(lines).persist()
+    counts = rows.groupBy("channel", F.col("_error").isNull().alias("ok")).count().collect()
+    batch = BronzeBatch(rows=rows, channels={r["channel"]: r["count"] for r in counts if r["ok"]})
+    if batch.channels:
+        append(batch.good(), lake=lake, name=BRONZE_RAW_EVENTS.name, app_id=app_id, version=batch_id)
+    if any(not r["ok"] for r in counts):
+        write_quarantine(
+            malformed_to_quarantine(rows.where("_error IS NOT NULL"), batch_id=batch_id),
+            lake=lake,
+            app_id=app_id,
+            version=batch_id,
+        )
+    return batch
+
+
+def make_batch_writer(*, lake: Lake, app_id: str | WriterId):  # type: ignore[no-untyped-def]
     def process(batch: DataFrame, batch_id: int) -> None:
-        rows = envelopes_to_bronze(batch).persist()
-        try:
-            append(
-                rows.where("_error IS NULL"),
-                lake=lake,
-                name=BRONZE_RAW_EVENTS.name,
-                app_id=app_id,
-                version=batch_id,
-            )
-            bad = rows.where("_error IS NOT NULL")
-            if not bad.isEmpty():
-                write_quarantine(
-                    malformed_to_quarantine(bad, batch_id=batch_id),
-                    lake=lake,
-                    app_id=app_id,
-                    version=batch_id,
-                )
-        finally:
-            rows.unpersist()
+        write_bronze(batch, batch_id, lake=lake, app_id=str(app_id)).release()
 
     return process
 
@@ -160,7 +180,7 @@ def build_query(spark: SparkSession, settings: BronzeSettings, *, lake: Lake) ->
     name = query_name(settings)
     return start(
         source_stream(spark, settings),
-        make_batch_writer(lake=lake, app_id=name),
+        make_batch_writer(lake=lake, app_id=WriterId(spark, name)),
         name=name,
         lake=lake,
         trigger=settings.trigger,

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -188,8 +188,10 @@ def run_main(
 # --- sources and sinks used by the silver jobs ------------------------------------------------
 
 
-def bronze_stream(spark: SparkSession, lake: Lake, *, channel: str, settings: SilverSettings) -> DataFrame:
-    """``bronze.raw_events`` of one channel as a stream, re-delivered envelopes dropped.
+def bronze_stream(
+    spark: SparkSession, lake: Lake, *, channels: Sequence[str], settings: SilverSettings
+) -> DataFrame:
+    """``bronze.raw_events`` of these channels as a stream, re-delivered envelopes dropped.
 
     The watermark is on ``ingest_ts`` (when bronze wrote the row), not on the exchange or receive
     time, so a batch replayed from an extractor's spool hours later is never dropped as late.
@@ -199,7 +201,7 @@ def bronze_stream(spark: SparkSession, lake: Lake, *, channel: str, settings: Si
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", settings.max_files_per_trigger)
         .load(lake.path(BRONZE_RAW_EVENTS.name))
-        .where(F.col("channel") == channel)
+        .where(F.col("channel").isin(*channels))
         .withWatermark("ingest_ts", settings.dedupe_window)
         .dropDuplicatesWithinWatermark(["exchange", "channel", "source", "conn_id", "conn_seq", "recv_ts_ns"])
     )
@@ -219,6 +221,33 @@ def write_quarantine(rows: DataFrame, *, lake: Lake, app_id: str, version: int) 
         app_id=app_id,
         version=version,
     )
+
+
+class WriterId:
+    """A streaming writer's Delta ``txnAppId``, tied to its checkpoint: ``<query name>-<query id>``.
+
+    Spark keeps a query's id in its checkpoint (the ``metadata`` file): it survives restarts, and a
+    deleted or reset checkpoint gets a new one. Keyed by the name alone, a reset checkpoint would
+    restart batch ids at 0 and Delta would silently skip every write until they passed the old
+    maximum. ``str()`` resolves the id from the running query (inside ``foreachBatch``).
+    """
+
+    def __init__(self, spark: SparkSession, query: str) -> None:
+        self._spark = spark
+        self._query = query
+        self._id: str | None = None
+
+    def __str__(self) -> str:
+        if self._id is None:
+            ids = [q.id for q in self._spark.streams.active if q.name == self._query]
+            if not ids:
+                raise RuntimeError(f"no active streaming query named {self._query!r}: start it first")
+            self._id = f"{self._query}-{ids[0]}"
+        return self._id
+
+    def sub(self, writer: str) -> str:
+        """The id of one of several writers of the same query (Delta keeps one version per id and table)."""
+        return f"{self}-{writer}"
 
 
 def start(
@@ -244,12 +273,12 @@ def start_silver_query(
     settings: SilverSettings,
     *,
     lake: Lake,
-    channel: str,
+    channels: Sequence[str],
     name: str,
     process: Callable[[DataFrame, int], None],
 ) -> StreamingQuery:
-    """A silver job's query: ``bronze.raw_events`` of ``channel`` into ``process``, checkpoint ``name``."""
-    stream = bronze_stream(spark, lake, channel=channel, settings=settings)
+    """A silver job's query: ``bronze.raw_events`` of ``channels`` into ``process``, checkpoint ``name``."""
+    stream = bronze_stream(spark, lake, channels=channels, settings=settings)
     return start(stream, process, name=name, lake=lake, trigger=settings.trigger)
 
 

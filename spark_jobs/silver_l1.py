@@ -20,14 +20,13 @@ from spark_jobs.parsers import parse_l1
 from spark_jobs.silver import PricedJob, PricedTable
 from spark_jobs.usdt import l1_mid_and_spread
 
-#: The bronze channels this job needs (:func:`~spark_jobs.parsers.parse_l1` reads both): ``l1``
-#: and ``ticker`` (quotes derived from Coinbase/KuCoin tickers). ``PricedJob`` reads one channel
-#: today (``JOB.channel``); until it reads all of these, only the ``l1`` quotes reach the table.
+#: The bronze channels this job reads (:func:`~spark_jobs.parsers.parse_l1` handles both): ``l1``
+#: and ``ticker`` (the quotes derived from Coinbase/KuCoin tickers).
 CHANNELS: tuple[str, ...] = ("l1", "ticker")
 
 JOB = PricedJob(
     query="silver_l1",
-    channel="l1",
+    channels=CHANNELS,
     target=PricedTable(name=SILVER_L1_QUOTES.name, first=(("recv_ts", True), ("_raw", True))),
     parse=parse_l1,
     finish=l1_mid_and_spread,

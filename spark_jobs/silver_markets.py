@@ -19,7 +19,7 @@ from pyspark.sql.streaming import StreamingQuery
 from lake.delta_io import merge_rows
 from lake.tables import SILVER_MARKETS, Lake
 from spark_jobs.parsers import parse_markets
-from spark_jobs.runtime import SilverSettings, silver_main, start_silver_query
+from spark_jobs.runtime import SilverSettings, WriterId, silver_main, start_silver_query
 from spark_jobs.silver import dedupe_first
 from spark_jobs.symbols import markets_from_discovery
 
@@ -33,25 +33,30 @@ def latest_markets(bronze: DataFrame) -> DataFrame:
     return dedupe_first(markets, SILVER_MARKETS.key, (F.col("updated_ts").desc(), F.col("symbol").asc()))
 
 
-def make_batch_writer(*, lake: Lake, app_id: str = QUERY):  # type: ignore[no-untyped-def]
+def write_markets(bronze: DataFrame, batch_id: int, *, lake: Lake, app_id: str) -> None:
+    """MERGE the latest snapshot of each market in these bronze rows (a newer one wins)."""
+    merge_rows(
+        latest_markets(bronze),
+        lake=lake,
+        name=SILVER_MARKETS.name,
+        update_condition="s.updated_ts >= t.updated_ts OR t.updated_ts IS NULL",
+        app_id=app_id,
+        version=batch_id,
+    )
+
+
+def make_batch_writer(*, lake: Lake, app_id: str | WriterId = QUERY):  # type: ignore[no-untyped-def]
     def process(batch: DataFrame, batch_id: int) -> None:
         if batch.isEmpty():  # a no-data batch (the watermark moved): nothing to commit
             return
-        merge_rows(
-            latest_markets(batch),
-            lake=lake,
-            name=SILVER_MARKETS.name,
-            update_condition="s.updated_ts >= t.updated_ts OR t.updated_ts IS NULL",
-            app_id=app_id,
-            version=batch_id,
-        )
+        write_markets(batch, batch_id, lake=lake, app_id=str(app_id))
 
     return process
 
 
 def build_query(spark: SparkSession, settings: SilverSettings, *, lake: Lake) -> StreamingQuery:
-    process = make_batch_writer(lake=lake)
-    return start_silver_query(spark, settings, lake=lake, channel=CHANNEL, name=QUERY, process=process)
+    process = make_batch_writer(lake=lake, app_id=WriterId(spark, QUERY))
+    return start_silver_query(spark, settings, lake=lake, channels=(CHANNEL,), name=QUERY, process=process)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ LATEST_FIRST: tuple[tuple[str, bool], ...] = (("sequence", False), ("recv_ts", F
 
 JOB = PricedJob(
     query="silver_tickers",
-    channel="ticker",
+    channels=("ticker",),
     target=PricedTable(name=SILVER_TICKERS.name, first=LATEST_FIRST),
     parse=parse_tickers,
 )

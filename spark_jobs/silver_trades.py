@@ -19,7 +19,7 @@ from spark_jobs.silver import PricedJob, PricedTable
 
 JOB = PricedJob(
     query="silver_trades",
-    channel="trades",
+    channels=("trades",),
     #: First received wins; between a websocket row and its REST gap-fill twin, the websocket row.
     target=PricedTable(
         name=SILVER_TRADES.name,

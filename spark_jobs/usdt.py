@@ -15,9 +15,11 @@ last price is an exact decimal from the wire, so rates are reproducible digit fo
 
 Rates use only the trades of their own minute. A silver row of minute ``m`` takes the rate of its
 quote asset at ``m``, else the latest rate in ``[m - carry, m)``: then its method is suffixed
-``:carried``. A row with no rate keeps ``NULL`` USDT columns; the silver jobs re-price rows whose
-rate is missing or carried (and rows of minutes whose rates just changed) in every micro-batch,
-so a row is filled when its rate arrives.
+``:carried``. A row with no rate keeps ``NULL`` USDT columns. Rates of minute ``t`` can only change
+when trades of minute ``t`` arrive, and they reach rows of ``[t, t + carry]``: so a trades batch
+re-prices the stored rows of those minutes (only the ones whose USDT columns change are rewritten),
+and a row is filled when its rate arrives. Tickers and L1 re-price ``reprice_minutes`` back from
+their own batch, and, in the live pipeline, the minutes the same micro-batch's trades reached.
 
 Arithmetic is exact decimal with half-up rounding (see :mod:`spark_jobs.columns`): ``price_usdt``
 and rates keep 18 fraction digits, trade ``notional_usdt`` 15, ticker ``notional_usdt`` 14.
@@ -192,16 +194,6 @@ PRICERS: dict[str, Callable[[DataFrame], DataFrame]] = {
     "silver.tickers": price_tickers,
     "silver.l1_quotes": price_l1,
 }
-
-
-def needs_repricing(*, lo_minute: Column, hi_minute: Column) -> Column:
-    """Rows to re-price: no rate yet, a carried rate, or an event minute inside ``[lo, hi]``."""
-    m = minute_of("event_ts")
-    return (
-        F.col("usdt_rate").isNull()
-        | F.coalesce(F.col("usdt_method").endswith(CARRIED), F.lit(False))
-        | m.between(lo_minute, hi_minute)
-    )
 
 
 def changed_pricing(
