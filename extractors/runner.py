@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -105,6 +106,7 @@ class ResumeFile:
         self.path = Path(directory) / f"{exchange}-shard-{index}-of-{count}.json"
         self.exchange = exchange
         self.shard = f"{index}/{count}"
+        self._lock = threading.Lock()
 
     def load(self) -> dict[str, int]:
         try:
@@ -118,6 +120,11 @@ class ResumeFile:
             return {}
 
     def save(self, points: Mapping[str, int]) -> None:
+        """Replace the file with ``points`` (blocking; one writer at a time)."""
+        with self._lock:
+            self._save(points)
+
+    def _save(self, points: Mapping[str, int]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": _STATE_VERSION, "exchange": self.exchange, "shard": self.shard}
         text = json.dumps({**doc, "markets": dict(sorted(points.items()))}, separators=(",", ":"))

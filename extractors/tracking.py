@@ -240,8 +240,10 @@ class TradeTracker:
             if market is None:
                 continue
             market.check = None
-            if market.unfilled and market.drop_point is not None:
-                continue  # still waiting for the first drop's fill: keep the oldest point
+            if market.unfilled and (market.drop_point is not None or market.drop_reason == BASELINE):
+                # Still waiting for the first drop's fill: keep the oldest point. A market never
+                # subscribed yet keeps its baseline (recent trades: also the head of the run).
+                continue
             market.unfilled = True
             market.drop_point, market.drop_reason = market.last_id, "reconnect"
 

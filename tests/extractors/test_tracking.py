@@ -153,6 +153,21 @@ CASES = [
     pytest.param(
         True,
         None,
+        [
+            ("track", "A"),
+            ("open", "A"),
+            ("trade", "A", 5),
+            ("drop", "A"),  # the first connection drops before its subscriptions were acknowledged
+            ("open", "A"),
+            ("sub", "A"),
+        ],
+        [("fill", "A", None, None, "start")],
+        {},
+        id="a-market-dropped-before-its-first-subscription-keeps-its-baseline-fill",
+    ),
+    pytest.param(
+        True,
+        None,
         [*started("A", "B"), ("trade", "A", 5), ("trade", "B", 50), *[("bad", "A", "B")] * 50],
         [
             *baseline_outputs("A", "B"),
