@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import zlib
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,7 +18,7 @@ from extractors.envelope import Batch, Envelope
 from extractors.exchanges import binance, kucoin
 from extractors.exchanges.base import Market
 from extractors.metrics import Metrics
-from extractors.runner import ExchangeRunner, _Connection
+from extractors.runner import ExchangeRunner, ResumeFile, _Connection
 from extractors.settings import ExchangeSettings, load_settings, parse_shard, select_markets, shard_of
 from extractors.sinks.base import SinkError
 from extractors.tracking import FillRequest
@@ -281,3 +282,16 @@ def test_malformed_frames_naming_no_market_queue_at_most_one_fill_per_market() -
         FillRequest("CUSDT", 2, None, "bad_frame"),
         None,
     ]
+
+
+def test_resume_file_round_trips_replaces_atomically_and_ignores_an_unreadable_file(tmp_path: Path) -> None:
+    state = ResumeFile(tmp_path / "state", exchange="kucoin", shard=(1, 3))
+    assert state.path == tmp_path / "state" / "kucoin-shard-1-of-3.json"
+    assert state.load() == {}  # first start
+    state.save({"ETH-USDT": 7, "BTC-USDT": 12_840_019_911_847_401})
+    state.save({"ETH-USDT": 9, "BTC-USDT": 12_840_019_911_847_402})
+    assert state.load() == {"ETH-USDT": 9, "BTC-USDT": 12_840_019_911_847_402}
+    assert json.loads(state.path.read_text())["shard"] == "1/3"
+    assert sorted(p.name for p in state.path.parent.iterdir()) == [state.path.name]  # no temp left
+    state.path.write_text('{"markets": {"BTC-US')  # torn by hand: not by save
+    assert state.load() == {}
