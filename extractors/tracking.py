@@ -92,16 +92,19 @@ Action = FillRequest | GapRecord | Duplicate
 class Mark:
     """Taken when an envelope about a market's trades is handed on; returned when it is durable.
 
-    ``n`` orders the market's marks; ``safe`` is the market's safe point when it was taken.
+    ``n`` orders the market's marks; ``safe`` is the market's safe point when it was taken;
+    ``generation`` tells a market tracked again after a delisting from its earlier life.
     """
 
     native_symbol: str
     n: int
     safe: int | None
+    generation: int = 0
 
 
 @dataclass(slots=True)
 class _Market:
+    generation: int = 0
     last_id: int | None = None
     #: First trade id seen on the current connection (narrows gap records to what was lost).
     first_on_conn: int | None = None
@@ -145,6 +148,7 @@ class TradeTracker:
         self._resume: dict[str, int] = dict(resume or {})
         #: Markets with a queued fill, oldest first (dict as an ordered set).
         self._queue: dict[str, None] = {}
+        self._generation = 0
         self.resume_changed = False
 
     # --- markets --------------------------------------------------------------------------------
@@ -154,7 +158,8 @@ class TradeTracker:
         for symbol in symbols:
             if symbol in self._markets:
                 continue
-            market = self._markets[symbol] = _Market()
+            self._generation += 1
+            market = self._markets[symbol] = _Market(self._generation)
             point = self._resume.get(symbol)
             if point is not None:
                 market.drop_point, market.drop_reason = point, RESUME
@@ -376,7 +381,7 @@ class TradeTracker:
         market = self._markets.get(symbol)
         if market is None:
             return Mark(symbol, -1, None)
-        mark = Mark(symbol, market.next_mark, self.safe_point(symbol))
+        mark = Mark(symbol, market.next_mark, self.safe_point(symbol), market.generation)
         market.next_mark += 1
         market.outstanding.append([mark.n, mark.safe, False])
         return mark
@@ -386,7 +391,7 @@ class TradeTracker:
         touched: set[str] = set()
         for mark in marks:
             market = self._markets.get(mark.native_symbol)
-            if market is None or not market.outstanding:
+            if market is None or market.generation != mark.generation or not market.outstanding:
                 continue
             index = mark.n - market.outstanding[0][0]
             if 0 <= index < len(market.outstanding):

@@ -473,3 +473,14 @@ def test_the_resume_points_change_flag_is_set_only_when_a_point_moves() -> None:
     tracker.resume_changed = False
     tracker.durable([tracker.mark("A")])
     assert not tracker.resume_changed
+
+
+def test_a_mark_from_before_a_delisting_does_not_count_for_the_market_listed_again() -> None:
+    _, tracker = play([*started("A"), ("trade", "A", 3)])
+    old = tracker.mark("A")
+    tracker.forget("A")
+    tracker.listed("A")
+    tracker.trade("A", 10)
+    tracker.mark("A")  # not durable yet: the same number as the old mark, in the new life
+    tracker.durable([old])
+    assert tracker.resume_points() == {}
