@@ -210,6 +210,11 @@ class TradeTracker:
         last = market.last_id
         if last is None:
             market.last_id = trade_id
+            if market.unfilled and market.drop_point is None:
+                # The socket streams this market: fetch its recent trades now (the head of the
+                # run), before a drop could turn the pending baseline into a fill from here.
+                market.unfilled = False
+                return self._request(FillRequest(symbol, None, None, market.drop_reason))
             return []
         if trade_id <= last:
             return [Duplicate(symbol, trade_id)]
@@ -245,9 +250,9 @@ class TradeTracker:
             if market is None:
                 continue
             market.check = None
-            if market.unfilled and (market.drop_point is not None or market.drop_reason == BASELINE):
-                # Still waiting for the first drop's fill: keep the oldest point. A market never
-                # subscribed yet keeps its baseline (recent trades: also the head of the run).
+            if market.unfilled and (market.drop_point is not None or market.last_id is None):
+                # Still waiting for the first drop's fill: keep the oldest point (a market that
+                # never traded keeps its baseline).
                 continue
             market.unfilled = True
             market.drop_point, market.drop_reason = market.last_id, "reconnect"
@@ -256,7 +261,7 @@ class TradeTracker:
         """Subscriptions of these markets are acknowledged: fill what the socket did not see.
 
         From the drop point (or the persisted resume point at start); a market never seen before
-        gets a baseline fill of its recent trades.
+        gets a baseline fill of its recent trades (at its first socket trade, if that came first).
         """
         actions: list[Action] = []
         for symbol in symbols:

@@ -170,6 +170,13 @@ def make_runner(connector: object, emitted: list[Envelope], **extractors: object
     )
 
 
+def run_baselines(runner: ExchangeRunner, symbols: list[str]) -> None:
+    """As after the first subscription: these markets' baseline fills are done."""
+    runner.tracker.subscribed(symbols)
+    while (job := runner.tracker.take_fill()) is not None:
+        runner.tracker.fill_done(job)
+
+
 def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dropping_the_connection() -> (
     None
 ):
@@ -181,6 +188,7 @@ def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dr
         conn = _Connection(index=0, markets=["BTCUSDT"], firehose=True, conn_id="binance-0-x")
         runner._conn_of["BTCUSDT"] = conn
         runner.tracker.track(["BTCUSDT"])
+        run_baselines(runner, ["BTCUSDT"])
         trade = '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":10,"p":"1.5","q":"2"}}'
         frames: list[str | bytes] = [
             '{"result":null,"id":1}',
@@ -235,6 +243,7 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
         conn = _Connection(index=0, markets=["BTC-USDT"], firehose=True, conn_id="k")
         runner._conn_of["BTC-USDT"] = conn
         runner.tracker.track(["BTC-USDT"])
+        run_baselines(runner, ["BTC-USDT"])
         runner.tracker.opened(["BTC-USDT"])
         for seq in (100, 103, 109):
             frame = {
@@ -266,6 +275,7 @@ def test_malformed_frames_naming_no_market_queue_at_most_one_fill_per_market() -
         markets = ["AUSDT", "BUSDT", "CUSDT"]
         conn = _Connection(index=0, markets=list(markets), firehose=True, conn_id="binance-0-x")
         runner.tracker.track(markets)
+        run_baselines(runner, markets)
         for i, symbol in enumerate(markets):
             runner._conn_of[symbol] = conn
             runner._on_message(conn, f'{{"stream":"x@trade","data":{{"e":"trade","s":"{symbol}","t":{i}}}}}')

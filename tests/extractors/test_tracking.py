@@ -151,19 +151,28 @@ CASES = [
         id="a-second-drop-before-resubscribing-keeps-the-first-drops-point",
     ),
     pytest.param(
-        True,
+        False,
         None,
         [
-            ("track", "A"),
-            ("open", "A"),
-            ("trade", "A", 5),
-            ("drop", "A"),  # the first connection drops before its subscriptions were acknowledged
-            ("open", "A"),
-            ("sub", "A"),
+            ("track", "A", "B"),
+            ("open", "A", "B"),
+            ("trade", "A", 5),  # trades stream before the subscriptions are all acknowledged
+            ("take",),
+            ("page", (3, 4, 5), None),
+            ("done",),
+            ("drop", "A", "B"),  # and the connection drops before they are
+            ("open", "A", "B"),
+            ("trade", "A", 9),
+            ("sub", "A", "B"),
         ],
-        [("fill", "A", None, None, "start")],
+        [
+            ("fill", "A", None, None, "start"),
+            ("take", "A", None, None, "start", 1),
+            ("fill", "A", 5, None, "reconnect"),
+            ("fill", "B", None, None, "start"),
+        ],
         {},
-        id="a-market-dropped-before-its-first-subscription-keeps-its-baseline-fill",
+        id="the-baseline-runs-at-the-first-socket-trade-and-a-drop-before-the-acks-fills-from-the-last-id",
     ),
     pytest.param(
         True,
