@@ -53,7 +53,8 @@ from spark_jobs.runtime import (
     resolve,
     start,
 )
-from spark_jobs.silver import BatchWriter, MarketsCache
+from spark_jobs.silver import BatchWriter, MarketsCache, Repricer
+from spark_jobs.usdt import RateBook
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ def live_query_name(bronze: BronzeSettings) -> str:
 def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | WriterId) -> BatchWriter:
     """The live query's ``foreachBatch``: bronze, then every silver table from the same rows."""
     markets = MarketsCache(lake)
+    book = RateBook()
+    priced = (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB)
+    repricer = Repricer(lake=lake, settings=silver, book=book, targets=[job.target for job in priced])
 
     def process(batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -94,11 +98,12 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
             present = bronze.channels
             if silver_markets.CHANNEL in present:
                 rows = bronze.good(silver_markets.CHANNEL)
-                silver_markets.write_markets(rows, batch_id, lake=lake, app_id=f"{app_id}-markets")
+                # No txn id: the MERGE is idempotent by itself (the newest snapshot wins), and a
+                # session-wide txn setting would leak into the re-pricer's concurrent MERGEs.
+                silver_markets.write_markets(rows, batch_id, lake=lake, app_id=None)
             known = markets.get(spark)
-            trade_minutes: tuple[int, ...] = ()
-            for job in (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB):
-                if not trade_minutes and not any(c in present for c in job.channels):
+            for job in priced:
+                if not any(c in present for c in job.channels):
                     continue
                 minutes = job.write(
                     bronze.good(*job.channels),
@@ -107,10 +112,11 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
                     settings=silver,
                     app_id=f"{app_id}-{job.query}",
                     markets=known,
-                    rate_minutes=trade_minutes,
+                    book=book,
                 )
                 if job.target.computes_rates:
-                    trade_minutes = minutes
+                    repricer.touched(minutes)
+            repricer.start_due(spark)
         finally:
             bronze.release()
         logger.info(

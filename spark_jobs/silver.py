@@ -19,8 +19,9 @@ inputs, so the tables end up as if the batch had run once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.delta_io import merge_rows, merge_upsert, table_version
+from lake.delta_io import append, merge_rows, merge_upsert, table_version
 from lake.tables import SILVER_MARKETS, SILVER_TRADES, SILVER_USDT_RATES, Lake, TableSpec, table
 from spark_jobs.columns import minute_of, to_quarantine
 from spark_jobs.runtime import (
@@ -43,10 +44,13 @@ from spark_jobs.symbols import attach_symbols
 from spark_jobs.usdt import (
     PRICERS,
     PRICING_COLUMNS,
+    RateBook,
     attach_rates,
     changed_pricing,
     market_prices,
-    usdt_rates,
+    observe_prices,
+    rate_rows,
+    rates_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,7 +145,7 @@ class PricedJob:
         settings: SilverSettings,
         app_id: str,
         markets: DataFrame,
-        rate_minutes: Sequence[int] = (),
+        book: RateBook | None = None,
     ) -> tuple[int, ...]:
         """Normalize bronze rows of this job's channels and write them (see :func:`write_priced_batch`)."""
         rows = bronze.transform(self.normalize(markets))
@@ -152,25 +156,39 @@ class PricedJob:
             settings=settings,
             app_id=app_id,
             batch_id=batch_id,
-            rate_minutes=rate_minutes,
+            book=book,
         )
 
     def batch_writer(
         self, *, lake: Lake, settings: SilverSettings, app_id: str | WriterId | None = None
     ) -> BatchWriter:
-        """The ``foreachBatch`` function: normalize against the current markets, then write."""
+        """The ``foreachBatch`` of the job run on its own: write, then re-price what the batch reached.
+
+        Re-pricing runs in the batch, so the table is exact when the batch commits (the live
+        pipeline defers it instead: :class:`Repricer`).
+        """
         writer_id = app_id or self.query
         markets = MarketsCache(lake)
+        book = RateBook() if self.target.computes_rates else None
 
         def process(batch: DataFrame, batch_id: int) -> None:
-            self.write(
+            minutes = self.write(
                 batch,
                 batch_id,
                 lake=lake,
                 settings=settings,
                 app_id=str(writer_id),
                 markets=markets.get(batch.sparkSession),
+                book=book,
             )
+            if book is not None:
+                write_rates(book, minutes, lake=lake)
+                reprice(minutes, target=self.target, lake=lake, settings=settings, book=book)
+            else:
+                before = settings.reprice_minutes
+                reprice(
+                    minutes, target=self.target, lake=lake, settings=settings, book=None, reach_before=before
+                )
 
         return process
 
@@ -192,13 +210,17 @@ def write_priced_batch(
     settings: SilverSettings,
     app_id: str,
     batch_id: int,
-    rate_minutes: Sequence[int] = (),
+    book: RateBook | None = None,
 ) -> tuple[int, ...]:
-    """Quarantine, dedupe, (rates,) price and MERGE one micro-batch of normalized rows.
+    """Quarantine, dedupe, price and append one micro-batch of normalized rows; returns its minutes.
 
-    Returns the event minutes (epoch seconds) of the batch's good rows: for trades, the minutes
-    whose USDT rates this batch may have changed. ``rate_minutes`` are such minutes from a trades
-    batch of the same micro-batch: stored rows those rates reach are re-priced too.
+    New rows are priced with the rates known now: ``book`` (required for trades, which update it
+    with the batch's prices) or, without one, the ``silver.usdt_rates`` table. Rows whose key is
+    already stored are dropped (a duplicate carries its original's event time, so only the files of
+    the minutes around the batch's are read). The rest is one blind append, idempotent under
+    ``(app_id, batch_id)``. Stored rows whose rate changed are re-priced by :class:`Repricer`.
+
+    Returns the event minutes (epoch seconds) of the batch's good rows.
     """
     spec = table(target.name)
     started = time.perf_counter()
@@ -215,96 +237,188 @@ def write_priced_batch(
                 .transform(to_quarantine(source_table=target.name, batch_id=batch_id))
             )
             write_quarantine(bad, lake=lake, app_id=app_id, version=batch_id)
-        if not minutes and not rate_minutes:
+        if not minutes:
             return ()
-        logger.info("%s batch %d: stats in %.1f s", app_id, batch_id, time.perf_counter() - started)
         good = dedupe_first(rows.where(ok), target.key, target.order())
-        stored = read_table(rows.sparkSession, lake, target.name)
+        session = rows.sparkSession
         carry = settings.rate_carry_minutes
-        if target.computes_rates and minutes:
-            refresh_rates(good, stored, minutes=minutes, lake=lake, app_id=app_id, batch_id=batch_id)
-            logger.info("%s batch %d: rates in %.1f s", app_id, batch_id, time.perf_counter() - started)
-            # A minute's rate prices that minute's rows and is carried up to ``carry`` minutes on.
-            reprice = minute_ranges(minutes, after=carry)
+        needed = range(minutes[0] - carry * 60, minutes[-1] + 60, 60)
+        if book is not None:
+            load_minutes(book, read_table(session, lake, SILVER_TRADES.name), needed)
+            if target.computes_rates:
+                observe_prices(book, market_prices(good))
+            rates = rates_frame(session, rate_rows(book, needed))
         else:
-            reprice = minute_ranges(minutes, before=settings.reprice_minutes)
-        reprice = union_ranges(reprice, minute_ranges(rate_minutes, after=carry))
-        lo = min(a for a, _ in reprice)
-        hi = max(b for _, b in reprice)
-        rates = read_table(rows.sparkSession, lake, SILVER_USDT_RATES.name).where(
-            F.col("minute").between(_ts(lo - carry * 60), _ts(hi))
+            rates = read_table(session, lake, SILVER_USDT_RATES.name).where(
+                F.col("minute").between(_ts(needed[0]), _ts(needed[-1]))
+            )
+        new = (
+            good.drop("_minute")
+            .transform(attach_rates(rates, key=target.key, carry_minutes=carry))
+            .transform(PRICERS[target.name])
         )
-        price = PRICERS[target.name]
-        attach = attach_rates(rates, key=target.key, carry_minutes=carry)
-        columns = PRICING_COLUMNS[target.name]
-
-        new = good.drop("_minute").transform(attach).transform(price)
-        candidates = stored.where(within(reprice, spec))
-        changed = changed_pricing(
-            candidates, candidates.transform(attach).transform(price), key=target.key, columns=columns
-        )
-        source = dedupe_first(
-            new.select(*spec.columns, F.lit(False).alias("_existing")).unionByName(
-                changed.select(*spec.columns, F.lit(True).alias("_existing"))
-            ),
-            target.key,
-            (F.col("_existing").desc(), F.col("recv_ts").asc()),
-        )
-        # A duplicate has its original's event time, so matches are searched only in the files of
-        # the minutes around the batch's (Delta skips the others by their event_ts statistics).
-        scope = union_ranges(
-            reprice, minute_ranges(minutes, before=DEDUPE_SCOPE_MINUTES, after=DEDUPE_SCOPE_MINUTES)
-        )
-        merge_rows(
-            source,
-            lake=lake,
-            name=target.name,
-            insert_condition="NOT s._existing",
-            update_columns=columns,
-            update_condition="s._existing",
-            target_scope=within_sql(scope, spec, alias="t"),
-            app_id=app_id,
-            version=batch_id,
-        )
-        logger.info("%s batch %d: merged in %.1f s", app_id, batch_id, time.perf_counter() - started)
+        scope = minute_ranges(minutes, before=DEDUPE_SCOPE_MINUTES, after=DEDUPE_SCOPE_MINUTES)
+        stored = read_table(session, lake, target.name).where(within(scope, spec)).select(*target.key)
+        same_key = [new[k].eqNullSafe(stored[k]) for k in target.key]
+        fresh = new.join(stored, same_key, "left_anti")
+        append(fresh, lake=lake, name=target.name, app_id=app_id, version=batch_id)
+        logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)
         return minutes
     finally:
         rows.unpersist()
 
 
-def refresh_rates(
-    good: DataFrame, stored: DataFrame, *, minutes: Sequence[int], lake: Lake, app_id: str, batch_id: int
+def reprice(
+    minutes: Sequence[int],
+    *,
+    target: PricedTable,
+    lake: Lake,
+    settings: SilverSettings,
+    book: RateBook | None,
+    reach_before: int = 0,
+    app_id: str | None = None,
+    batch_id: int | None = None,
 ) -> None:
-    """Recompute ``silver.usdt_rates`` of the batch's minutes from their stored trades plus the batch.
+    """Re-price the stored rows the rates of ``minutes`` reach: ``[m - reach_before, m + carry]``.
 
-    Only the minutes' own files are read (event-time ranges); only rates that changed are written.
+    Only rows whose USDT columns change are rewritten (an update-only MERGE bounded to those
+    minutes' files). ``book`` gives the rates (else the ``silver.usdt_rates`` table).
     """
-    session = good.sparkSession
-    spans = minute_ranges(minutes)
-    cols = ["base", "quote", "exchange", "trade_id", "price", "event_ts", "recv_ts"]
-    minute_list = F.array(*[F.lit(_ts(m)) for m in minutes])
-    same_minutes = stored.where(within(spans, SILVER_TRADES)).where(
-        F.array_contains(minute_list, minute_of("event_ts"))
-    )
-    # Rates are tiny but their plan is wide (one branch per method and hop): compute once.
-    prices = market_prices(same_minutes.select(*cols).unionByName(good.select(*cols))).persist()
-    rates_now = usdt_rates(prices).localCheckpoint()
-    prices.unpersist()
-    old = read_table(session, lake, SILVER_USDT_RATES.name).where(
-        F.array_contains(minute_list, F.col("minute"))
-    )
-    same = [
-        F.col(f"n.{c}").eqNullSafe(F.col(f"o.{c}")) for c in ("asset", "minute", "rate_to_usdt", "method")
-    ]
-    cond = same[0]
-    for c in same[1:]:
-        cond = cond & c
-    changed = rates_now.alias("n").join(old.alias("o"), cond, "left_anti").localCheckpoint()
-    if changed.isEmpty():
+    if not minutes:
         return
-    merge_upsert(
-        changed, lake=lake, name=SILVER_USDT_RATES.name, update=True, app_id=app_id, version=batch_id
+    spark = SparkSession.getActiveSession()
+    assert spark is not None
+    spec = table(target.name)
+    carry = settings.rate_carry_minutes
+    spans = minute_ranges(minutes, before=reach_before, after=carry)
+    lo, hi = spans[0][0], spans[-1][1]
+    needed = range(lo - carry * 60, hi, 60)
+    if book is not None:
+        load_minutes(book, read_table(spark, lake, SILVER_TRADES.name), needed)
+        rates = rates_frame(spark, rate_rows(book, needed))
+    else:
+        rates = read_table(spark, lake, SILVER_USDT_RATES.name).where(
+            F.col("minute").between(_ts(needed[0]), _ts(needed[-1]))
+        )
+    columns = PRICING_COLUMNS[target.name]
+    candidates = read_table(spark, lake, target.name).where(within(spans, spec))
+    priced = candidates.transform(attach_rates(rates, key=target.key, carry_minutes=carry)).transform(
+        PRICERS[target.name]
     )
+    changed = changed_pricing(candidates, priced, key=target.key, columns=columns)
+    merge_rows(
+        changed.select(*spec.columns),
+        lake=lake,
+        name=target.name,
+        insert_condition="false",
+        update_columns=columns,
+        target_scope=within_sql(spans, spec, alias="t"),
+        app_id=app_id,
+        version=batch_id,
+    )
+
+
+def load_minutes(book: RateBook, trades: DataFrame, minutes: Iterable[int]) -> None:
+    """Teach the book the minutes it has not seen, from the stored trades of those minutes only."""
+    unknown = [m for m in minutes if not book.knows(m)]
+    if not unknown:
+        return
+    in_minutes = F.array_contains(F.array(*[F.lit(_ts(m)) for m in unknown]), minute_of("event_ts"))
+    observe_prices(
+        book, market_prices(trades.where(within(minute_ranges(unknown), SILVER_TRADES)).where(in_minutes))
+    )
+    for m in unknown:
+        book.mark_known(m)
+
+
+def write_rates(book: RateBook, minutes: Sequence[int], *, lake: Lake) -> None:
+    """MERGE the rates of these minutes that differ from what this book last wrote (latest wins).
+
+    Idempotent by itself (the same trades give the same rates), so it carries no txn id.
+    """
+    rows = [r for r in rate_rows(book, minutes) if book.written.get((r[0], r[1])) != (r[2], r[3])]
+    if not rows:
+        return
+    spark = SparkSession.getActiveSession()
+    assert spark is not None
+    merge_upsert(rates_frame(spark, rows), lake=lake, name=SILVER_USDT_RATES.name, update=True)
+    book.written.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
+    book.trim()
+
+
+class Repricer:
+    """Re-prices, off the critical path, what the live pipeline priced while a minute was open.
+
+    A row is priced when it is written, with the rates known then; a minute's rate changes while
+    trades of that minute keep arriving. Once the minute has closed (trades of a minute at least
+    ``close_after_minutes`` later have arrived), its rates are written to ``silver.usdt_rates`` and
+    the stored rows they reach (``[m, m + carry]`` in trades, tickers and L1) are re-priced, in a
+    background thread in its own FAIR scheduler pool. A late trade re-opens its minute. The first
+    batch of a process makes every minute of the hour before it due once, so minutes a crash left
+    open are finished.
+    """
+
+    def __init__(
+        self,
+        *,
+        lake: Lake,
+        settings: SilverSettings,
+        book: RateBook,
+        targets: Sequence[PricedTable],
+        close_after_minutes: int = 1,
+    ) -> None:
+        self._lake = lake
+        self._settings = settings
+        self._book = book
+        self._targets = targets
+        self._close_after = close_after_minutes
+        self._pending: set[int] = set()
+        self._newest: int | None = None
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    def touched(self, minutes: Sequence[int]) -> None:
+        if not minutes:
+            return
+        if self._newest is None:  # first batch of this process: finish what a crash left open
+            self._pending.update(range(minutes[0] - 3600, minutes[0], 60))
+        self._pending.update(minutes)
+        self._newest = max(self._newest or minutes[-1], minutes[-1])
+
+    def due(self) -> list[int]:
+        if self._newest is None:
+            return []
+        closed_before = self._newest - 60 * self._close_after
+        return sorted(m for m in self._pending if m < closed_before)
+
+    def start_due(self, spark: SparkSession, *, wait: bool = False) -> None:
+        """Start re-pricing the closed minutes unless a previous run is still going."""
+        if self._thread is not None and self._thread.is_alive():
+            if not wait:
+                return
+            self._thread.join()
+        due = self.due()
+        if not due:
+            return
+        self._pending.difference_update(due)
+        self._thread = threading.Thread(target=self._run, args=(spark, due), name="repricer", daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+
+    def _run(self, spark: SparkSession, due: list[int]) -> None:
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
+        started = time.perf_counter()
+        try:
+            write_rates(self._book, due, lake=self._lake)
+            for target in self._targets:
+                reprice(due, target=target, lake=self._lake, settings=self._settings, book=self._book)
+        except Exception:  # retried with the next closed minutes; never kills the stream
+            self.failures += 1
+            self._pending.update(due)
+            logger.exception("re-pricing %d minutes failed; they stay due", len(due))
+            return
+        logger.info("re-priced %d closed minutes in %.1f s", len(due), time.perf_counter() - started)
 
 
 # --- event-time ranges: what a batch reads and MERGEs is bounded by the minutes it touched ------

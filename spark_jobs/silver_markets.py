@@ -33,7 +33,7 @@ def latest_markets(bronze: DataFrame) -> DataFrame:
     return dedupe_first(markets, SILVER_MARKETS.key, (F.col("updated_ts").desc(), F.col("symbol").asc()))
 
 
-def write_markets(bronze: DataFrame, batch_id: int, *, lake: Lake, app_id: str) -> None:
+def write_markets(bronze: DataFrame, batch_id: int, *, lake: Lake, app_id: str | None) -> None:
     """MERGE the latest snapshot of each market in these bronze rows (a newer one wins)."""
     merge_rows(
         latest_markets(bronze),

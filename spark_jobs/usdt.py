@@ -27,13 +27,16 @@ and rates keep 18 fraction digits, trade ``notional_usdt`` 15, ticker ``notional
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from lake.tables import PRICE
-from spark_jobs.columns import inverse, minute_of, mul
+from lake.tables import PRICE, SILVER_USDT_RATES
+from spark_jobs.columns import PRICE_INT_DIGITS, RATE_INT_DIGITS, minute_of, mul
 
 USDT = "USDT"
 #: Assets a cross rate may hop through, in order of preference.
@@ -51,7 +54,11 @@ PRICING_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def market_prices(trades: DataFrame) -> DataFrame:
-    """Silver-shaped trades -> ``(base, quote, minute, price)``: the last trade price of each minute."""
+    """Silver-shaped trades -> the last trade of each ``(base, quote, minute)``, with what orders it.
+
+    Columns: base, quote, minute, price, event_ts, recv_ts, exchange, trade_id (see :class:`RateBook`
+    for the order, which is the same here).
+    """
     order = Window.partitionBy("base", "quote", "minute").orderBy(
         F.col("event_ts").desc(),
         F.col("recv_ts").desc(),
@@ -64,56 +71,174 @@ def market_prices(trades: DataFrame) -> DataFrame:
         .withColumn("minute", minute_of("event_ts"))
         .withColumn("_n", F.row_number().over(order))
         .where("_n = 1")
-        .select("base", "quote", "minute", "price")
+        .select("base", "quote", "minute", "price", "event_ts", "recv_ts", "exchange", "trade_id")
     )
 
 
-def _best(rates: DataFrame) -> DataFrame:
-    rank = F.array_position(F.array(*[F.lit(m) for m in METHODS]), F.col("method"))
-    w = Window.partitionBy("asset", "minute").orderBy(rank)
-    return (
-        rates.where(F.col("rate_to_usdt").isNotNull() & (F.col("rate_to_usdt") > 0))
-        .withColumn("_n", F.row_number().over(w))
-        .where("_n = 1")
-        .drop("_n")
-    )
+# --- the rate book: rates computed on the driver from a few hundred last prices per minute ------
+
+_Q18 = Decimal(1).scaleb(-18)
+_EXACT = Context(prec=120, rounding=ROUND_HALF_UP)
 
 
-def _rate(asset: Column, rate: Column, method: str) -> list[Column]:
+def _fits(x: Decimal, int_digits: int) -> bool:
+    return abs(x) < Decimal(10) ** int_digits
+
+
+def _quantize(x: Decimal) -> Decimal | None:
+    """``x`` as a ``DECIMAL(38,18)`` value, half-up, or ``None`` where Spark's cast overflows."""
+    r = x.quantize(_Q18, rounding=ROUND_HALF_UP, context=_EXACT)
+    return r if _fits(r, 20) else None
+
+
+def dec_mul(
+    a: Decimal, b: Decimal, *, a_int: int = PRICE_INT_DIGITS, b_int: int = RATE_INT_DIGITS
+) -> Decimal | None:
+    """:func:`spark_jobs.columns.mul` in Python decimals: the same bounds and rounding."""
+    if not (_fits(a, a_int) and _fits(b, b_int)):
+        return None
+    return _quantize(_EXACT.multiply(a, b))
+
+
+def dec_inverse(x: Decimal) -> Decimal | None:
+    """:func:`spark_jobs.columns.inverse` in Python decimals (``None`` for 0)."""
+    return None if x == 0 else _quantize(_EXACT.divide(Decimal(1), x))
+
+
+class _Desc(str):
+    """A string that sorts backwards (the exchange name breaks ties ascending: see :class:`RateBook`)."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:  # type: ignore[override]
+        return str.__gt__(self, other)
+
+    def __gt__(self, other: str) -> bool:  # type: ignore[override]
+        return str.__lt__(self, other)
+
+
+Recency = tuple[int, int, _Desc, int, str]
+Rate = tuple[Decimal, str]
+
+
+def recency(event_us: int, recv_us: int, exchange: str, trade_id: str) -> Recency:
+    """Which of two trades is the later one: event time, receive time (epoch µs), exchange, trade id."""
+    return (event_us, recv_us, _Desc(exchange), len(trade_id), trade_id)
+
+
+class RateBook:
+    """The last trade price of every market in every minute, and the USDT rates they give.
+
+    Pure state on the driver (no Spark, no clock): each micro-batch hands in the last trade of
+    each ``(base, quote, minute)`` it holds (:func:`market_prices`, a few hundred rows) and gets back
+    the rates of the minutes it touched. Minutes are epoch seconds (UTC, whole minutes). A minute
+    the book has never seen must be loaded first from the stored trades (:meth:`knows`), so the
+    book is rebuilt from silver itself after a restart.
+    Minutes older than ``keep_minutes`` behind the newest are forgotten and reloaded if touched.
+    Safe to share between the stream's thread and the re-pricer's (one lock).
+    """
+
+    def __init__(self, *, keep_minutes: int = 180) -> None:
+        self._lock = threading.RLock()
+        self._keep = keep_minutes
+        self._last: dict[int, dict[tuple[str, str], tuple[Recency, Decimal]]] = {}
+        #: What was last written to ``silver.usdt_rates``: (asset, minute) -> (rate, method).
+        self.written: dict[tuple[str, datetime], Rate] = {}
+
+    def knows(self, minute: int) -> bool:
+        with self._lock:
+            return minute in self._last
+
+    def observe(self, base: str, quote: str, minute: int, when: Recency, price: Decimal) -> None:
+        with self._lock:
+            markets = self._last.setdefault(minute, {})
+            seen = markets.get((base, quote))
+            if seen is None or when > seen[0]:
+                markets[(base, quote)] = (when, price)
+
+    def mark_known(self, minute: int) -> None:
+        """A minute loaded from storage that had no trades is known (and empty) all the same."""
+        with self._lock:
+            self._last.setdefault(minute, {})
+
+    def forget_before(self, minute: int) -> None:
+        with self._lock:
+            for m in [m for m in self._last if m < minute]:
+                del self._last[m]
+
+    def trim(self) -> None:
+        with self._lock:
+            if self._last:
+                oldest = max(self._last) - self._keep * 60
+                self.forget_before(oldest)
+                self.written = {k: v for k, v in self.written.items() if k[1].timestamp() >= oldest}
+
+    def rates(self, minute: int) -> dict[str, Rate]:
+        """Asset -> (rate to USDT, method) in ``minute``: the first method that applies (module doc)."""
+        with self._lock:
+            prices = {market: price for market, (_, price) in self._last.get(minute, {}).items()}
+        if not prices:
+            return {}
+        best: dict[str, Rate] = {USDT: (Decimal(1), "identity")}
+
+        def offer(asset: str, rate: Decimal | None, method: str) -> None:
+            if rate is None or rate <= 0:
+                return
+            old = best.get(asset)
+            if old is None or METHODS.index(method) < METHODS.index(old[1]):
+                best[asset] = (rate, method)
+
+        for (base, quote), price in prices.items():
+            if quote == USDT and base != USDT:
+                offer(base, _quantize(price), "direct")
+            if base == USDT and quote != USDT:
+                offer(quote, dec_inverse(price), "inverse")
+        first = dict(best)
+        for hop in HOP_ASSETS:
+            found = first.get(hop)
+            if found is None or found[1] not in ("direct", "inverse"):
+                continue
+            hop_rate, method = found[0], f"cross_{hop.lower()}"
+            for (base, quote), price in prices.items():
+                if quote == hop and base not in (USDT, hop):
+                    offer(base, dec_mul(price, hop_rate), method)
+                if base == hop and quote not in (USDT, hop):
+                    inv = dec_inverse(price)
+                    offer(quote, None if inv is None else dec_mul(hop_rate, inv, a_int=7, b_int=12), method)
+        return best
+
+
+def observe_prices(book: RateBook, prices: DataFrame) -> None:
+    """Hand the rows of :func:`market_prices` (collected: one per market and minute) to the book."""
+    for r in prices.select(
+        "base",
+        "quote",
+        F.unix_timestamp("minute").alias("minute_s"),
+        "price",
+        F.unix_micros("event_ts").alias("event_us"),
+        F.unix_micros("recv_ts").alias("recv_us"),
+        "exchange",
+        "trade_id",
+    ).collect():
+        when = recency(r["event_us"], r["recv_us"], r["exchange"], r["trade_id"])
+        book.observe(r["base"], r["quote"], r["minute_s"], when, r["price"])
+
+
+RateRow = tuple[str, datetime, Decimal, str]
+
+
+def rate_rows(book: RateBook, minutes: Sequence[int]) -> list[RateRow]:
+    """``silver.usdt_rates`` rows (asset, minute as a UTC datetime, rate_to_usdt, method)."""
     return [
-        asset.alias("asset"),
-        F.col("minute"),
-        rate.cast(PRICE).alias("rate_to_usdt"),
-        F.lit(method).alias("method"),
+        (asset, datetime.fromtimestamp(m, tz=UTC), rate, method)
+        for m in minutes
+        for asset, (rate, method) in sorted(book.rates(m).items())
     ]
 
 
-def usdt_rates(prices: DataFrame) -> DataFrame:
-    """``(base, quote, minute, price)`` -> ``silver.usdt_rates`` rows (one best rate per asset and minute)."""
-    base, quote, price = F.col("base"), F.col("quote"), F.col("price")
-    identity = prices.select("minute").distinct().select(*_rate(F.lit(USDT), F.lit(1), "identity"))
-    direct = prices.where((quote == USDT) & (base != USDT)).select(*_rate(base, price, "direct"))
-    inverted = prices.where((base == USDT) & (quote != USDT)).select(*_rate(quote, inverse(price), "inverse"))
-    first = _best(identity.unionByName(direct).unionByName(inverted))
-    parts = [first]
-    for hop in HOP_ASSETS:
-        method = f"cross_{hop.lower()}"
-        hop_rate = first.where(F.col("asset") == hop).select("minute", F.col("rate_to_usdt").alias("_hop"))
-        via_quote = (
-            prices.where((quote == hop) & ~base.isin(USDT, hop))
-            .join(hop_rate, "minute")
-            .select(*_rate(base, mul(price, F.col("_hop")), method))
-        )
-        via_base = (
-            prices.where((base == hop) & ~quote.isin(USDT, hop))
-            .join(hop_rate, "minute")
-            .select(*_rate(quote, mul(F.col("_hop"), inverse(price), a_int=7, b_int=12), method))
-        )
-        parts += [via_quote, via_base]
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return _best(out).select("asset", "minute", "rate_to_usdt", "method")
+def rates_frame(spark: SparkSession, rows: Sequence[RateRow]) -> DataFrame:
+    """Rate rows as a (small) DataFrame with the ``silver.usdt_rates`` schema."""
+    return spark.createDataFrame(list(rows), SILVER_USDT_RATES.schema)
 
 
 def attach_rates(

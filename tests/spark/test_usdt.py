@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -10,7 +10,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from lake.tables import PRICE
-from spark_jobs.usdt import attach_rates, market_prices, price_trades, usdt_rates
+from spark_jobs.usdt import (
+    RateBook,
+    attach_rates,
+    market_prices,
+    observe_prices,
+    price_trades,
+    rate_rows,
+    rates_frame,
+)
 from tests.spark.envelopes import q
 
 pytestmark = pytest.mark.spark
@@ -53,7 +61,12 @@ def test_rates_by_method_and_pricing_with_carry(spark: SparkSession) -> None:
         _t("coinbase", "BTC", "USD", "12", "94110", "0.02", M1 + 7 * s),
     ]
     df = spark.createDataFrame(trades, TRADE)
-    rates = usdt_rates(market_prices(df)).cache()
+    book = RateBook()
+    # Two batches: the book keeps the last trade of each market and minute across them.
+    observe_prices(book, market_prices(df.where("trade_id != '9'")))
+    observe_prices(book, market_prices(df.where("trade_id = '9'")))
+    minutes = [int(m.replace(tzinfo=UTC).timestamp()) for m in (M0, M1)]
+    rates = rates_frame(spark, rate_rows(book, minutes)).cache()
 
     btc0, btc1, eth0 = D("94000.25"), D("94050"), D("3100.1")
     expected_rates = {
