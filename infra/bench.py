@@ -26,6 +26,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("simulator", "infra.exchange_sim.bench"),
     ("extractor", "extractors.bench"),
     ("silver", "spark_jobs.bench"),
+    ("live", "spark_jobs.bench_live"),
 )
 
 

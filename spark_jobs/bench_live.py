@@ -129,7 +129,10 @@ def freshness(spark: SparkSession, lake: Lake, name: str) -> Figures:
         rows = rows.withColumn("exchange", F.col("part_exchange"))
     first = (
         rows.groupBy(*spec.key)
-        .agg(F.min("commit_ms").alias("commit_ms"), F.first("event_ts").alias("event_ts"))
+        .agg(
+            F.min("commit_ms").alias("commit_ms"),
+            *([] if "event_ts" in spec.key else [F.first("event_ts").alias("event_ts")]),
+        )
         .withColumn("freshness_s", (F.col("commit_ms") - F.unix_micros("event_ts") / 1000) / 1000)
         .persist()
     )
@@ -186,7 +189,8 @@ def run(
         sim = extractor = None
         durations: list[float] = []
         try:
-            query = pipeline.start_live(spark, lake=lake, bronze=bronze, silver=silver)
+            live = pipeline.start_live(spark, lake=lake, bronze=bronze, silver=silver)
+            query = live.query
             sim, urls = _start_simulator(workdir, symbols=symbols, rate=rate, seed=7)
             extractor = _start_extractor(workdir, urls)
             started = time.monotonic()
@@ -205,7 +209,7 @@ def run(
                 print(f"   live: {elapsed:5.0f} s, {len(durations)} batches, last {last:.1f} s", flush=True)
             _stop(extractor)
             time.sleep(ROLL_S + 5)  # the last landing files are picked up by the next trigger
-            query.stop()
+            live.stop()
         finally:
             for proc in (extractor, sim):
                 if proc is not None:

@@ -23,6 +23,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -53,7 +55,7 @@ from spark_jobs.runtime import (
     resolve,
     start,
 )
-from spark_jobs.silver import BatchWriter, MarketsCache, Repricer
+from spark_jobs.silver import BatchWriter, KeyIndex, MarketsCache, PricedJob, Repricer
 from spark_jobs.usdt import RateBook
 
 logger = logging.getLogger(__name__)
@@ -83,12 +85,42 @@ def live_query_name(bronze: BronzeSettings) -> str:
     return f"lake_live_{bronze.source}"
 
 
-def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | WriterId) -> BatchWriter:
+#: How long a clean stop waits for the running micro-batch to commit before interrupting it.
+STOP_WAIT_S = 120.0
+
+
+@dataclass
+class LiveWriter:
+    """The live query's ``foreachBatch`` (``process``) and what a clean stop finishes (``finish``)."""
+
+    process: BatchWriter
+    repricer: Repricer
+
+
+@dataclass
+class LiveQuery:
+    query: StreamingQuery
+    writer: LiveWriter
+
+    def stop(self) -> None:
+        """Stop at a batch boundary, then re-price the minutes still open (exact USDT at rest)."""
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self.query.isActive and self.query.status["isTriggerActive"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.query.stop()
+        spark = SparkSession.getActiveSession()
+        if spark is not None:
+            self.writer.repricer.finish(spark)
+
+
+def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | WriterId) -> LiveWriter:
     """The live query's ``foreachBatch``: bronze, then every silver table from the same rows."""
     markets = MarketsCache(lake)
     book = RateBook()
     priced = (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB)
     repricer = Repricer(lake=lake, settings=silver, book=book, targets=[job.target for job in priced])
+    indexes = {job.query: KeyIndex() for job in priced}
+    writers = ThreadPoolExecutor(max_workers=len(priced), thread_name_prefix="silver-writer")
 
     def process(batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -102,10 +134,10 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
                 # session-wide txn setting would leak into the re-pricer's concurrent MERGEs.
                 silver_markets.write_markets(rows, batch_id, lake=lake, app_id=None)
             known = markets.get(spark)
-            for job in priced:
-                if not any(c in present for c in job.channels):
-                    continue
-                minutes = job.write(
+
+            def write(job: PricedJob) -> tuple[int, ...]:
+                spark.sparkContext.setLocalProperty("spark.scheduler.pool", "stream")
+                return job.write(
                     bronze.good(*job.channels),
                     batch_id,
                     lake=lake,
@@ -113,7 +145,13 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
                     app_id=f"{app_id}-{job.query}",
                     markets=known,
                     book=book,
+                    index=indexes[job.query],
                 )
+
+            # The three tables are independent blind appends (txn ids as writer options, no shared
+            # session setting): written at once, one table's planning overlaps another's jobs.
+            due = [job for job in priced if any(c in present for c in job.channels)]
+            for job, minutes in zip(due, writers.map(write, due), strict=True):
                 if job.target.computes_rates:
                     repricer.touched(minutes)
             repricer.start_due(spark)
@@ -126,17 +164,18 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
             time.perf_counter() - started,
         )
 
-    return process
+    return LiveWriter(process=process, repricer=repricer)
 
 
 def start_live(
     spark: SparkSession, *, lake: Lake, bronze: BronzeSettings, silver: SilverSettings
-) -> StreamingQuery:
+) -> LiveQuery:
     """Create the tables, then start the one live query (trigger: ``silver.trigger``)."""
     ensure_tables(spark, lake, LIVE_TABLES)
     name = live_query_name(bronze)
-    process = live_batch_writer(lake=lake, silver=silver, app_id=WriterId(spark, name))
-    return start(source_stream(spark, bronze), process, name=name, lake=lake, trigger=silver.trigger)
+    writer = live_batch_writer(lake=lake, silver=silver, app_id=WriterId(spark, name))
+    query = start(source_stream(spark, bronze), writer.process, name=name, lake=lake, trigger=silver.trigger)
+    return LiveQuery(query=query, writer=writer)
 
 
 def run(
@@ -182,10 +221,13 @@ def run(
             logger.info("query %s done in %.1f s", name, timings[name])
         return timings
     if bronze is not None and jobs is None:
-        query = start_live(spark, lake=lake, bronze=bronze, silver=silver)
-        query.awaitTermination(None if timeout_s is None else max(1, round(timeout_s)))
-        if query.exception() is not None:
-            raise RuntimeError(f"query {query.name} failed: {query.exception()}")
+        live = start_live(spark, lake=lake, bronze=bronze, silver=silver)
+        try:
+            live.query.awaitTermination(None if timeout_s is None else max(1, round(timeout_s)))
+        finally:
+            live.stop()
+        if live.query.exception() is not None:
+            raise RuntimeError(f"query {live.query.name} failed: {live.query.exception()}")
         return timings
     # Silver (or some jobs) from bronze, continuously: one query per job.
     ensure_tables(spark, lake, LIVE_TABLES)

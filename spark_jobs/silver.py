@@ -146,6 +146,7 @@ class PricedJob:
         app_id: str,
         markets: DataFrame,
         book: RateBook | None = None,
+        index: KeyIndex | None = None,
     ) -> tuple[int, ...]:
         """Normalize bronze rows of this job's channels and write them (see :func:`write_priced_batch`)."""
         rows = bronze.transform(self.normalize(markets))
@@ -157,6 +158,7 @@ class PricedJob:
             app_id=app_id,
             batch_id=batch_id,
             book=book,
+            index=index,
         )
 
     def batch_writer(
@@ -170,6 +172,7 @@ class PricedJob:
         writer_id = app_id or self.query
         markets = MarketsCache(lake)
         book = RateBook() if self.target.computes_rates else None
+        index = KeyIndex()
 
         def process(batch: DataFrame, batch_id: int) -> None:
             minutes = self.write(
@@ -180,6 +183,7 @@ class PricedJob:
                 app_id=str(writer_id),
                 markets=markets.get(batch.sparkSession),
                 book=book,
+                index=index,
             )
             if book is not None:
                 write_rates(book, minutes, lake=lake)
@@ -202,6 +206,60 @@ class PricedJob:
         return silver_main(argv, prog=self.query, description=description, build_query=self.build_query)
 
 
+def key_text(key: Sequence[str]) -> Column:
+    """A row's natural key as one exact string (NULL-safe), for comparing keys on the driver."""
+    return F.concat_ws("\u0001", *[F.coalesce(F.col(k).cast("string"), F.lit("\u0000")) for k in key])
+
+
+class KeyIndex:
+    """The keys of one table's rows in its recent minutes, held on the driver by its only writer.
+
+    Dedupe against the table without reading it back: a batch's keys (a few thousand short
+    strings, collected with its statistics) are looked up here. The index starts by loading the
+    stored keys of the ``horizon_minutes`` before the first batch's minutes; from then on it
+    *covers* every minute from that floor on (the writer adds what it appends) and forgets minutes
+    more than ``horizon_minutes`` behind the newest, raising the floor. Minutes below the floor are
+    the caller's to check against storage.
+    """
+
+    def __init__(self, *, horizon_minutes: int = 10) -> None:
+        self._horizon = horizon_minutes * 60
+        self._floor: int | None = None
+        self._keys: dict[int, set[str]] = {}
+
+    def covers(self, minute: int) -> bool:
+        return self._floor is not None and minute >= self._floor
+
+    def load(self, stored: DataFrame, *, spec: TableSpec, minutes: Sequence[int]) -> None:
+        """On the first batch: read the stored keys from the horizon before it on."""
+        if self._floor is not None or not minutes:
+            return
+        floor = minutes[0] - self._horizon
+        newest = max(minutes[-1] + 60, floor + 60)
+        rows = (
+            stored.where(within([(floor, newest + self._horizon)], spec))
+            .select(F.unix_timestamp(minute_of("event_ts")).alias("m"), key_text(spec.key).alias("k"))
+            .collect()
+        )
+        self._floor = floor
+        self.add([(r["m"], r["k"]) for r in rows])
+
+    def stored(self, keys: Sequence[tuple[int, str]]) -> list[str]:
+        """The keys (of covered minutes) that are already in the table."""
+        return [k for m, k in keys if k in self._keys.get(m, ())]
+
+    def add(self, keys: Sequence[tuple[int, str]]) -> None:
+        for m, k in keys:
+            if self.covers(m):
+                self._keys.setdefault(m, set()).add(k)
+        if self._keys:
+            floor = max(self._keys) - self._horizon
+            if self._floor is not None and floor > self._floor:
+                self._floor = floor
+                for m in [m for m in self._keys if m < floor]:
+                    del self._keys[m]
+
+
 def write_priced_batch(
     rows: DataFrame,
     *,
@@ -211,13 +269,16 @@ def write_priced_batch(
     app_id: str,
     batch_id: int,
     book: RateBook | None = None,
+    index: KeyIndex | None = None,
 ) -> tuple[int, ...]:
     """Quarantine, dedupe, price and append one micro-batch of normalized rows; returns its minutes.
 
     New rows are priced with the rates known now: ``book`` (required for trades, which update it
     with the batch's prices) or, without one, the ``silver.usdt_rates`` table. Rows whose key is
-    already stored are dropped (a duplicate carries its original's event time, so only the files of
-    the minutes around the batch's are read). The rest is one blind append, idempotent under
+    already stored are dropped: ``index`` (the table's recent keys, kept by the caller across
+    batches) answers for recent minutes without reading the table; for older minutes only their
+    files are read (a duplicate carries its original's event time). The rest is one blind append,
+    idempotent under
     ``(app_id, batch_id)``. Stored rows whose rate changed are re-priced by :class:`Repricer`.
 
     Returns the event minutes (epoch seconds) of the batch's good rows.
@@ -228,9 +289,11 @@ def write_priced_batch(
     try:
         ok = F.col("_error").isNull()
         # One small action tells everything the plan below needs (which minutes, any rejects).
-        summary = rows.groupBy(ok.alias("ok"), F.unix_timestamp("_minute").alias("m")).count().collect()
-        minutes = tuple(sorted({r["m"] for r in summary if r["ok"] and r["m"] is not None}))
-        if any(not r["ok"] for r in summary):
+        keyed = rows.select(
+            ok.alias("ok"), F.unix_timestamp("_minute").alias("m"), key_text(target.key).alias("k")
+        ).collect()
+        minutes = tuple(sorted({r["m"] for r in keyed if r["ok"] and r["m"] is not None}))
+        if any(not r["ok"] for r in keyed):
             bad = (
                 rows.where(~ok)
                 .drop("_minute")
@@ -257,11 +320,19 @@ def write_priced_batch(
             .transform(attach_rates(rates, key=target.key, carry_minutes=carry))
             .transform(PRICERS[target.name])
         )
-        scope = minute_ranges(minutes, before=DEDUPE_SCOPE_MINUTES, after=DEDUPE_SCOPE_MINUTES)
-        stored = read_table(session, lake, target.name).where(within(scope, spec)).select(*target.key)
-        same_key = [new[k].eqNullSafe(stored[k]) for k in target.key]
-        fresh = new.join(stored, same_key, "left_anti")
+        batch_keys = [(r["m"], r["k"]) for r in keyed if r["ok"] and r["m"] is not None]
+        if index is None:
+            index = KeyIndex()
+        index.load(read_table(session, lake, target.name), spec=spec, minutes=minutes)
+        known = index.stored(batch_keys)
+        fresh = new.where(~key_text(target.key).isin(*known)) if known else new
+        older = [m for m in minutes if not index.covers(m)]
+        if older:  # beyond the index's window: look in the files of those minutes
+            scope = minute_ranges(older, before=DEDUPE_SCOPE_MINUTES, after=DEDUPE_SCOPE_MINUTES)
+            stored = read_table(session, lake, target.name).where(within(scope, spec)).select(*target.key)
+            fresh = fresh.join(stored, [fresh[k].eqNullSafe(stored[k]) for k in target.key], "left_anti")
         append(fresh, lake=lake, name=target.name, app_id=app_id, version=batch_id)
+        index.add(batch_keys)
         logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)
         return minutes
     finally:
@@ -405,6 +476,15 @@ class Repricer:
         self._thread.start()
         if wait:
             self._thread.join()
+
+    def finish(self, spark: SparkSession) -> None:
+        """On a clean stop: wait for a running pass, then re-price every pending minute, open or not."""
+        if self._thread is not None:
+            self._thread.join()
+        due = sorted(self._pending)
+        self._pending.clear()
+        if due:
+            self._run(spark, due)
 
     def _run(self, spark: SparkSession, due: list[int]) -> None:
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
