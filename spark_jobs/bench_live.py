@@ -117,7 +117,7 @@ def freshness(spark: SparkSession, lake: Lake, name: str) -> Figures:
     added = spark.createDataFrame(
         commits(lake, name), "version long, commit_ms long, file string, part_exchange string"
     )
-    files = sorted({str(p) for p in Path(lake.path(name)).rglob("*.parquet")})
+    files = sorted(str(p) for p in Path(lake.path(name)).rglob("*.parquet") if "_delta_log" not in p.parts)
     label = name.replace(".", "_")
     if not files:
         return {f"{label}_rows": 0}

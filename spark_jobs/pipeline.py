@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -239,6 +240,10 @@ def run(
     return timings
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(
         prog="spark_jobs.pipeline", description=__doc__ or "", section="silver", settings_cls=SilverSettings
@@ -280,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    timings = run(spark, lake=ctx.lake, bronze=None if args.skip_bronze else bronze, silver=ctx.settings)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C: at a batch boundary
+    try:
+        timings = run(spark, lake=ctx.lake, bronze=None if args.skip_bronze else bronze, silver=ctx.settings)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 0
     for name, seconds in timings.items():
         print(f"{name:24} {seconds:8.1f} s")
     return 0

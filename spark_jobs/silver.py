@@ -186,12 +186,20 @@ class PricedJob:
                 index=index,
             )
             if book is not None:
-                write_rates(book, minutes, lake=lake)
-                reprice(minutes, target=self.target, lake=lake, settings=settings, book=book)
+                write_rates(batch.sparkSession, book, minutes, lake=lake)
+                reprice(
+                    batch.sparkSession, minutes, target=self.target, lake=lake, settings=settings, book=book
+                )
             else:
                 before = settings.reprice_minutes
                 reprice(
-                    minutes, target=self.target, lake=lake, settings=settings, book=None, reach_before=before
+                    batch.sparkSession,
+                    minutes,
+                    target=self.target,
+                    lake=lake,
+                    settings=settings,
+                    book=None,
+                    reach_before=before,
                 )
 
         return process
@@ -340,6 +348,7 @@ def write_priced_batch(
 
 
 def reprice(
+    spark: SparkSession,
     minutes: Sequence[int],
     *,
     target: PricedTable,
@@ -357,8 +366,6 @@ def reprice(
     """
     if not minutes:
         return
-    spark = SparkSession.getActiveSession()
-    assert spark is not None
     spec = table(target.name)
     carry = settings.rate_carry_minutes
     spans = minute_ranges(minutes, before=reach_before, after=carry)
@@ -402,7 +409,7 @@ def load_minutes(book: RateBook, trades: DataFrame, minutes: Iterable[int]) -> N
         book.mark_known(m)
 
 
-def write_rates(book: RateBook, minutes: Sequence[int], *, lake: Lake) -> None:
+def write_rates(spark: SparkSession, book: RateBook, minutes: Sequence[int], *, lake: Lake) -> None:
     """MERGE the rates of these minutes that differ from what this book last wrote (latest wins).
 
     Idempotent by itself (the same trades give the same rates), so it carries no txn id.
@@ -410,8 +417,6 @@ def write_rates(book: RateBook, minutes: Sequence[int], *, lake: Lake) -> None:
     rows = [r for r in rate_rows(book, minutes) if book.written.get((r[0], r[1])) != (r[2], r[3])]
     if not rows:
         return
-    spark = SparkSession.getActiveSession()
-    assert spark is not None
     merge_upsert(rates_frame(spark, rows), lake=lake, name=SILVER_USDT_RATES.name, update=True)
     book.written.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
     book.trim()
@@ -490,9 +495,9 @@ class Repricer:
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
         started = time.perf_counter()
         try:
-            write_rates(self._book, due, lake=self._lake)
+            write_rates(spark, self._book, due, lake=self._lake)
             for target in self._targets:
-                reprice(due, target=target, lake=self._lake, settings=self._settings, book=self._book)
+                reprice(spark, due, target=target, lake=self._lake, settings=self._settings, book=self._book)
         except Exception:  # retried with the next closed minutes; never kills the stream
             self.failures += 1
             self._pending.update(due)
