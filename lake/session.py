@@ -70,8 +70,8 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         # local tables. Tie it to the shuffle partitions, which are sized for the machine.
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
-        # The live pipeline re-prices closed minutes in a background pool: FAIR shares the cores
-        # between it and the stream's micro-batches instead of queueing one behind the other.
+        # The live pipeline writes its silver tables from parallel threads: FAIR shares the cores
+        # between their jobs instead of queueing one table's behind another's.
         "spark.scheduler.mode": "FAIR",
         "spark.driver.memory": settings.driver_memory,
         "spark.ui.enabled": str(settings.ui_enabled).lower(),

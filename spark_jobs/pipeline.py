@@ -155,7 +155,7 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
             for job, minutes in zip(due, writers.map(write, due), strict=True):
                 if job.target.computes_rates:
                     repricer.touched(minutes)
-            repricer.start_due(spark)
+            repricer.run_due(spark)
         finally:
             bronze.release()
         logger.info(

@@ -19,7 +19,6 @@ inputs, so the tables end up as if the batch had run once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -423,15 +422,18 @@ def write_rates(spark: SparkSession, book: RateBook, minutes: Sequence[int], *, 
 
 
 class Repricer:
-    """Re-prices, off the critical path, what the live pipeline priced while a minute was open.
+    """Re-prices, once per closed minute, what the live pipeline priced while the minute was open.
 
     A row is priced when it is written, with the rates known then; a minute's rate changes while
     trades of that minute keep arriving. Once the minute has closed (trades of a minute at least
     ``close_after_minutes`` later have arrived), its rates are written to ``silver.usdt_rates`` and
-    the stored rows they reach (``[m, m + carry]`` in trades, tickers and L1) are re-priced, in a
-    background thread in its own FAIR scheduler pool. A late trade re-opens its minute. The first
-    batch of a process makes every minute of the hour before it due once, so minutes a crash left
-    open are finished.
+    the stored rows they reach (``[m, m + carry]`` in trades, tickers and L1) are re-priced, at the
+    end of that micro-batch. (Not in a background thread: Delta's conflict check is per partition,
+    so an update-only MERGE conflicts with the stream's concurrent appends to the same exchange and
+    day.) A late trade re-opens its minute. The first
+    batch of a process makes the ``catch_up_minutes`` before it due once, so the minutes a crash
+    left open are finished when the pipeline is back within that time (after a longer outage they
+    keep the rates known when they were written: re-run ``silver_trades`` over them to finish).
     """
 
     def __init__(
@@ -442,22 +444,23 @@ class Repricer:
         book: RateBook,
         targets: Sequence[PricedTable],
         close_after_minutes: int = 1,
+        catch_up_minutes: int = 10,
     ) -> None:
         self._lake = lake
         self._settings = settings
         self._book = book
         self._targets = targets
         self._close_after = close_after_minutes
+        self._catch_up = catch_up_minutes
         self._pending: set[int] = set()
         self._newest: int | None = None
-        self._thread: threading.Thread | None = None
         self.failures = 0
 
     def touched(self, minutes: Sequence[int]) -> None:
         if not minutes:
             return
         if self._newest is None:  # first batch of this process: finish what a crash left open
-            self._pending.update(range(minutes[0] - 3600, minutes[0], 60))
+            self._pending.update(range(minutes[0] - 60 * self._catch_up, minutes[0], 60))
         self._pending.update(minutes)
         self._newest = max(self._newest or minutes[-1], minutes[-1])
 
@@ -467,32 +470,21 @@ class Repricer:
         closed_before = self._newest - 60 * self._close_after
         return sorted(m for m in self._pending if m < closed_before)
 
-    def start_due(self, spark: SparkSession, *, wait: bool = False) -> None:
-        """Start re-pricing the closed minutes unless a previous run is still going."""
-        if self._thread is not None and self._thread.is_alive():
-            if not wait:
-                return
-            self._thread.join()
+    def run_due(self, spark: SparkSession) -> None:
+        """Re-price the minutes that have closed (called at the end of a micro-batch)."""
         due = self.due()
-        if not due:
-            return
-        self._pending.difference_update(due)
-        self._thread = threading.Thread(target=self._run, args=(spark, due), name="repricer", daemon=True)
-        self._thread.start()
-        if wait:
-            self._thread.join()
+        if due:
+            self._pending.difference_update(due)
+            self._run(spark, due)
 
     def finish(self, spark: SparkSession) -> None:
-        """On a clean stop: wait for a running pass, then re-price every pending minute, open or not."""
-        if self._thread is not None:
-            self._thread.join()
+        """On a clean stop: re-price every pending minute, open or not."""
         due = sorted(self._pending)
         self._pending.clear()
         if due:
             self._run(spark, due)
 
     def _run(self, spark: SparkSession, due: list[int]) -> None:
-        spark.sparkContext.setLocalProperty("spark.scheduler.pool", "maintenance")
         started = time.perf_counter()
         try:
             write_rates(spark, self._book, due, lake=self._lake)

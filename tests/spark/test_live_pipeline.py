@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,7 @@ from tests.extractors.test_end_to_end import read_landing, rest_trades, run_extr
 from tests.spark.test_silver_against_truth import (
     CARRY_MINUTES,
     EXCHANGES,
-    _event_ts,
-    expected_pricing,
-    reference_rates,
+    assert_silver_trades_equal_the_truth,
 )
 
 pytestmark = pytest.mark.spark
@@ -97,30 +94,7 @@ def test_the_live_pipeline_starts_on_a_fresh_lake_and_keeps_silver_equal_to_the_
     assert live.query.exception() is None
     assert len(commits_while_running) >= 3
 
-    silver_rows = spark.read.format("delta").load(lake.path("silver.trades")).collect()
-    got = sorted(
-        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, r.price, r.size, r.side, r.event_ts)
-        for r in silver_rows
-    )
-    expected = sorted(
-        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, D(r.price), D(r.size), r.side, _event_ts(r))
-        for exchange in EXCHANGES
-        for r in truth[exchange]
-        if (exchange, r.native_symbol, int(r.trade_id)) in landed
-    )
-    assert len(got) == len(expected) > 100
-    assert got == expected
     # After the clean stop every minute is priced with its final rates.
-    rates = reference_rates(silver_rows)
-    priced = [
-        (r.exchange, r.symbol, r.trade_id, r.usdt_rate, r.usdt_method, r.price_usdt, r.notional_usdt)
-        for r in silver_rows
-    ]
-    assert priced == [(r.exchange, r.symbol, r.trade_id, *expected_pricing(r, rates)) for r in silver_rows]
-    stored_rates = {
-        (r.asset, r.minute): (r.rate_to_usdt, r.method)
-        for r in spark.read.format("delta").load(lake.path("silver.usdt_rates")).collect()
-    }
-    assert stored_rates == rates
+    assert_silver_trades_equal_the_truth(spark, lake, truth, landed, at_least=100)
     bronze_rows = spark.read.format("delta").load(lake.path("bronze.raw_events")).count()
     assert bronze_rows == len(read_landing(landing))

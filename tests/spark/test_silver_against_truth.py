@@ -102,6 +102,42 @@ def expected_pricing(row: Any, rates: dict[tuple[str, datetime], tuple[D, str]])
     return None, None, None, None
 
 
+def assert_silver_trades_equal_the_truth(
+    spark: SparkSession,
+    lake: Lake,
+    truth: dict[str, list[TruthRecord]],
+    landed: set[tuple[str, str, int]],
+    *,
+    at_least: int,
+) -> list[Any]:
+    """``silver.trades`` holds exactly the landed trades of the truth, USDT columns and rates recomputed."""
+    silver = spark.read.format("delta").load(lake.path("silver.trades")).collect()
+    got = sorted(
+        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, r.price, r.size, r.side, r.event_ts)
+        for r in silver
+    )
+    expected = sorted(
+        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, D(r.price), D(r.size), r.side, _event_ts(r))
+        for exchange in EXCHANGES
+        for r in truth[exchange]
+        if (exchange, r.native_symbol, int(r.trade_id)) in landed
+    )
+    assert len(got) == len(expected) > at_least
+    assert got == expected
+    rates = reference_rates(silver)
+    priced = [
+        (r.exchange, r.symbol, r.trade_id, r.usdt_rate, r.usdt_method, r.price_usdt, r.notional_usdt)
+        for r in silver
+    ]
+    assert priced == [(r.exchange, r.symbol, r.trade_id, *expected_pricing(r, rates)) for r in silver]
+    stored_rates = {
+        (r.asset, r.minute): (r.rate_to_usdt, r.method)
+        for r in spark.read.format("delta").load(lake.path("silver.usdt_rates")).collect()
+    }
+    assert stored_rates == rates
+    return silver
+
+
 async def _extract(landing: Path) -> dict[str, list[TruthRecord]]:
     async with ExchangeSimulator(exchanges=EXCHANGES, symbols=6, rate=50, seed=23) as sim:
 
@@ -144,37 +180,11 @@ def test_silver_trades_equal_the_simulators_ground_truth_with_usdt_recomputed(
         jobs=("silver_markets", "silver_trades"),
     )
 
-    silver = spark.read.format("delta").load(lake.path("silver.trades")).collect()
-    got = sorted(
-        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, r.price, r.size, r.side, r.event_ts)
-        for r in silver
-    )
-    expected = sorted(
-        (r.exchange, r.symbol, r.base, r.quote, r.trade_id, D(r.price), D(r.size), r.side, _event_ts(r))
-        for exchange in EXCHANGES
-        for r in truth[exchange]
-        if (exchange, r.native_symbol, int(r.trade_id)) in landed
-    )
-    assert len(got) == len(expected) > 300
-    assert got == expected
+    silver = assert_silver_trades_equal_the_truth(spark, lake, truth, landed, at_least=300)
     assert {r.source for r in silver} == {"ws", "rest"}
-
-    rates = reference_rates(silver)
-    priced = [
-        (r.exchange, r.symbol, r.trade_id, r.usdt_rate, r.usdt_method, r.price_usdt, r.notional_usdt)
-        for r in silver
-    ]
-    want = [(r.exchange, r.symbol, r.trade_id, *expected_pricing(r, rates)) for r in silver]
-    assert priced == want
-    methods = {m for *_, m, _, _ in priced}
+    methods = {r.usdt_method for r in silver}
     assert {"identity", "direct", "inverse", "cross_btc"} <= methods, methods
     assert all(r.usdt_rate is not None for r in silver)
-
-    stored_rates = {
-        (r.asset, r.minute): (r.rate_to_usdt, r.method)
-        for r in spark.read.format("delta").load(lake.path("silver.usdt_rates")).collect()
-    }
-    assert stored_rates == rates
 
 
 def test_reference_event_time_units() -> None:
