@@ -119,7 +119,10 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
     markets = MarketsCache(lake)
     book = RateBook()
     priced = (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB)
-    repricer = Repricer(lake=lake, settings=silver, book=book, targets=[job.target for job in priced])
+    # Only trades are re-priced live: re-pricing tickers and L1 too doubled the work per minute and
+    # the pipeline fell behind at the simulator's default load (measured); the backfill jobs
+    # re-price all three.
+    repricer = Repricer(lake=lake, settings=silver, book=book, targets=[silver_trades.JOB.target])
     indexes = {job.query: KeyIndex() for job in priced}
     writers = ThreadPoolExecutor(max_workers=len(priced), thread_name_prefix="silver-writer")
 
