@@ -13,11 +13,13 @@ the first version it appears in (a MERGE that rewrites a file re-adds old rows, 
 Reported per table: p50 / p99 / max over every row of the run, p99 per minute of the run (a flat
 series means no growing backlog), and the micro-batch durations.
 
-    python -m infra.bench --only live [--quick] [--live-minutes 30] [--live-rate 200]
+    python -m infra.bench --only live [--quick]                 # 5 minutes (quick: 1.5) at the default load
+    python -m spark_jobs.bench_live --minutes 30 --rate 400     # longer, or another load (headroom)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -227,6 +229,16 @@ def run(
     return figures
 
 
-if __name__ == "__main__":
-    for key, value in run(quick="--quick" in sys.argv).items():
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spark_jobs.bench_live", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5)")
+    parser.add_argument("--rate", type=float, default=200.0, help="trades/s per exchange (default 200)")
+    parser.add_argument("--symbols", type=int, default=50, help="markets per exchange (default 50)")
+    args = parser.parse_args(argv)
+    for key, value in run(minutes=args.minutes, rate=args.rate, symbols=args.symbols).items():
         print(f"{key:40} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
