@@ -100,6 +100,7 @@ class LiveWriter:
 
 @dataclass
 class LiveQuery:
+    spark: SparkSession
     query: StreamingQuery
     writer: LiveWriter
 
@@ -109,9 +110,7 @@ class LiveQuery:
         while self.query.isActive and self.query.status["isTriggerActive"] and time.monotonic() < deadline:
             time.sleep(0.1)
         self.query.stop()
-        spark = SparkSession.getActiveSession()
-        if spark is not None:
-            self.writer.repricer.finish(spark)
+        self.writer.repricer.finish(self.spark)
 
 
 def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | WriterId) -> LiveWriter:
@@ -179,7 +178,7 @@ def start_live(
     name = live_query_name(bronze)
     writer = live_batch_writer(lake=lake, silver=silver, app_id=WriterId(spark, name))
     query = start(source_stream(spark, bronze), writer.process, name=name, lake=lake, trigger=silver.trigger)
-    return LiveQuery(query=query, writer=writer)
+    return LiveQuery(spark=spark, query=query, writer=writer)
 
 
 def run(

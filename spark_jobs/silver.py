@@ -311,33 +311,36 @@ def write_priced_batch(
             return ()
         good = dedupe_first(rows.where(ok), target.key, target.order())
         session = rows.sparkSession
-        carry = settings.rate_carry_minutes
-        needed = range(minutes[0] - carry * 60, minutes[-1] + 60, 60)
-        if book is not None:
-            load_minutes(book, read_table(session, lake, SILVER_TRADES.name), needed)
-            if target.computes_rates:
-                observe_prices(book, market_prices(good))
-            rates = rates_frame(session, rate_rows(book, needed))
-        else:
-            rates = read_table(session, lake, SILVER_USDT_RATES.name).where(
-                F.col("minute").between(_ts(needed[0]), _ts(needed[-1]))
-            )
-        new = (
-            good.drop("_minute")
-            .transform(attach_rates(rates, key=target.key, carry_minutes=carry))
-            .transform(PRICERS[target.name])
-        )
         batch_keys = [(r["m"], r["k"]) for r in keyed if r["ok"] and r["m"] is not None]
         if index is None:
             index = KeyIndex()
         index.load(read_table(session, lake, target.name), spec=spec, minutes=minutes)
         known = index.stored(batch_keys)
-        fresh = new.where(~key_text(target.key).isin(*known)) if known else new
+        # Only rows whose key is new are kept (the stored copy, received first, stays the row).
+        kept = good.where(~key_text(target.key).isin(*known)) if known else good
         older = [m for m in minutes if not index.covers(m)]
         if older:  # beyond the index's window: look in the files of those minutes
             scope = minute_ranges(older, before=DEDUPE_SCOPE_MINUTES, after=DEDUPE_SCOPE_MINUTES)
             stored = read_table(session, lake, target.name).where(within(scope, spec)).select(*target.key)
-            fresh = fresh.join(stored, [fresh[k].eqNullSafe(stored[k]) for k in target.key], "left_anti")
+            kept = kept.join(stored, [kept[k].eqNullSafe(stored[k]) for k in target.key], "left_anti")
+        carry = settings.rate_carry_minutes
+        needed = range(minutes[0] - carry * 60, minutes[-1] + 60, 60)
+        if book is not None:
+            load_minutes(book, read_table(session, lake, SILVER_TRADES.name), needed)
+            if target.computes_rates:
+                # The kept rows, not every copy: a re-delivered copy has a later receive time and
+                # must not become "the last trade" of its minute instead of the row silver keeps.
+                observe_prices(book, market_prices(kept))
+            rates = rates_frame(session, rate_rows(book, needed))
+        else:
+            rates = read_table(session, lake, SILVER_USDT_RATES.name).where(
+                F.col("minute").between(_ts(needed[0]), _ts(needed[-1]))
+            )
+        fresh = (
+            kept.drop("_minute")
+            .transform(attach_rates(rates, key=target.key, carry_minutes=carry))
+            .transform(PRICERS[target.name])
+        )
         append(fresh, lake=lake, name=target.name, app_id=app_id, version=batch_id)
         index.add(batch_keys)
         logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)

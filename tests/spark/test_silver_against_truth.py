@@ -57,13 +57,19 @@ def reference_rates(trades: Iterable[Any]) -> dict[tuple[str, datetime], tuple[D
     """(asset, minute) -> (rate to USDT, method), from the rule in the README/usdt module doc.
 
     A market's price in a minute is its last trade there (latest event time, then latest receive
-    time), pooled over exchanges. USDT is 1; ASSET-USDT gives ASSET directly; USDT-ASSET gives the
-    inverse; otherwise one hop through BTC, ETH or USDC (whose own rate is direct/inverse).
+    time, then the larger trade id), pooled over exchanges. USDT is 1; ASSET-USDT gives ASSET
+    directly; USDT-ASSET gives the inverse; otherwise one hop through BTC, ETH or USDC (whose own rate is direct/inverse).
     """
     last: dict[tuple[str, str, datetime], Any] = {}
     for t in trades:
         k = (t.base, t.quote, _minute(t.event_ts))
-        if k not in last or (t.event_ts, t.recv_ts) > (last[k].event_ts, last[k].recv_ts):
+        # Ties (trades of one REST page share a receive time): the longer, then larger trade id.
+        if k not in last or (t.event_ts, t.recv_ts, len(t.trade_id), t.trade_id) > (
+            last[k].event_ts,
+            last[k].recv_ts,
+            len(last[k].trade_id),
+            last[k].trade_id,
+        ):
             last[k] = t
     minutes = {m for _, _, m in last}
     rates: dict[tuple[str, datetime], tuple[D, str]] = {("USDT", m): (D(1), "identity") for m in minutes}
