@@ -58,7 +58,8 @@ def reference_rates(trades: Iterable[Any]) -> dict[tuple[str, datetime], tuple[D
 
     A market's price in a minute is its last trade there (latest event time, then latest receive
     time, then the larger trade id), pooled over exchanges. USDT is 1; ASSET-USDT gives ASSET
-    directly; USDT-ASSET gives the inverse; otherwise one hop through BTC, ETH or USDC (whose own rate is direct/inverse).
+    directly; USDT-ASSET gives the inverse; otherwise one hop through BTC, ETH or USDC (whose own
+    rate is direct/inverse).
     """
     last: dict[tuple[str, str, datetime], Any] = {}
     for t in trades:
