@@ -6,10 +6,11 @@ batch backfill (and a re-run of silver from bronze with ``--skip-bronze``).
 
 With ``processingTime=<interval>`` the pipeline is live: ONE streaming query reads the landing
 zone or Kafka and, in each micro-batch, appends to bronze and writes every silver table from the
-same rows (markets, then trades and rates, then tickers and L1 re-priced with the rates the trades
-just gave). One query pays Spark's fixed per-trigger costs (source listing, checkpoint commits,
-planning) once instead of once per table, and a row reaches silver in one trigger instead of
-two. Tables are created before the query starts, so a fresh lake needs no ``lake init``.
+same rows (markets first, then trades, tickers and L1 in parallel, priced from one rate book;
+closed minutes' trades re-priced at the end of the batch). One query pays Spark's fixed
+per-trigger costs (source listing, checkpoint commits, planning) once instead of once per table,
+and a row reaches silver in one trigger instead of two. Tables are created before the query
+starts, so a fresh lake needs no ``lake init``.
 
     python -m spark_jobs.pipeline --landing-root landing --lake-root lake-data
     spark-submit spark_jobs/pipeline.py --source kafka --trigger "processingTime=10 seconds"

@@ -4,16 +4,17 @@ For one micro-batch of normalized rows (``_error`` ``NULL`` = good), :func:`writ
 
 1. appends rejected rows to ``silver.quarantine``;
 2. drops in-batch duplicates (first received wins; for trades a websocket row beats its REST
-   gap-fill twin);
-3. trades only: recomputes ``silver.usdt_rates`` for the minutes the batch touched, from every
-   silver trade of those minutes plus the batch (MERGE, latest wins);
-4. prices the new rows, re-prices stored rows whose rate is missing, carried or may have changed,
-   and MERGEs both in one commit: new keys are inserted, stored rows only get their USDT columns
-   updated, so a duplicate never overwrites the first row.
+   gap-fill twin) and rows whose key is already stored (:class:`KeyIndex`);
+3. prices the kept rows with the USDT rates known now (:class:`~spark_jobs.usdt.RateBook`, which
+   trades update with the batch's prices) and appends them: a duplicate never overwrites the first row.
 
-Every write carries ``txnAppId`` = the query name and ``txnVersion`` = the batch id: a batch
-replayed after a crash skips the writes that already committed and redoes the rest from the same
-inputs, so the tables end up as if the batch had run once.
+Stored rows that a changed rate reaches are re-priced by :func:`reprice` (an update-only MERGE
+bounded to those minutes): right after the batch for a standalone job, once the minute has
+closed in the live pipeline (:class:`Repricer`).
+
+Appends carry ``txnAppId`` = the query name and its checkpoint's query id, ``txnVersion`` = the
+batch id: a batch replayed after a crash skips the appends that already committed and redoes the
+rest from the same inputs, so the tables end up as if the batch had run once.
 """
 
 from __future__ import annotations
@@ -457,7 +458,6 @@ class Repricer:
         self._catch_up = catch_up_minutes
         self._pending: set[int] = set()
         self._newest: int | None = None
-        self.failures = 0
 
     def touched(self, minutes: Sequence[int]) -> None:
         if not minutes:
@@ -494,7 +494,6 @@ class Repricer:
             for target in self._targets:
                 reprice(spark, due, target=target, lake=self._lake, settings=self._settings, book=self._book)
         except Exception:  # retried with the next closed minutes; never kills the stream
-            self.failures += 1
             self._pending.update(due)
             logger.exception("re-pricing %d minutes failed; they stay due", len(due))
             return
