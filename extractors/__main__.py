@@ -32,9 +32,9 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from extractors.metrics import Metrics
-from extractors.runner import Extractor
+from extractors.runner import Extractor, ShutdownBudget
 from extractors.settings import Settings, load_settings
-from extractors.sinks import close_all
+from extractors.sinks import close_all, leaf_errors
 from extractors.sinks.base import Sink
 from lake.config import ConfigError, load_section, read_yaml
 
@@ -93,21 +93,32 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 async def run(settings: Settings, sinks: Sequence[Sink], metrics: Metrics) -> None:
-    """Run until SIGINT/SIGTERM, then flush and close the sinks."""
+    """Run until SIGINT/SIGTERM, then flush and close the sinks.
+
+    The whole shutdown keeps one deadline, ``shutdown_timeout_s`` after the signal
+    (:class:`extractors.runner.ShutdownBudget`): gap fills, the final flush and the sink writes
+    take their share inside it, and closing the sinks gets what is left of the same deadline.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    extractor = Extractor(settings, sinks, metrics=metrics)
     try:
-        await Extractor(settings, sinks, metrics=metrics).run(stop)
-    finally:  # every sink, each error logged, within one shutdown_timeout_s (extractors.sinks.close_all)
-        await close_all(sinks, deadline=time.monotonic() + settings.extractors.shutdown_timeout_s)
+        await extractor.run(stop)
+    finally:  # every sink, each error logged, by the one deadline (extractors.sinks.close_all)
+        budget = extractor.shutdown or ShutdownBudget.start(settings.extractors.shutdown_timeout_s)
+        await close_all(sinks, deadline=budget.deadline)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
-def _first_error(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+def log_failure(exc: BaseException) -> None:
+    """Log why the extractor failed: every leaf of an exception group, each with its traceback."""
+    errors = list(leaf_errors(exc))
+    for n, error in enumerate(errors, 1):
+        suffix = f" ({n} of {len(errors)})" if len(errors) > 1 else ""
+        logger.error("extractor failed%s: %s", suffix, error, exc_info=error)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run(settings, sinks, metrics))
     except Exception as exc:
-        logger.error("extractor failed: %s", _first_error(exc), exc_info=_first_error(exc))
+        log_failure(exc)
         return 1
     return 0
 

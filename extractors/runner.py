@@ -851,6 +851,47 @@ class ExchangeRunner:
                 self._land_rest("l1", request, response.body, response.recv_ts_ns, symbol)
 
 
+@dataclass(frozen=True, slots=True)
+class ShutdownBudget:
+    """One deadline for the whole shutdown, measured from the stop signal (``time.monotonic()``).
+
+    The steps run one after the other, each by its own point inside the budget and each taking
+    only what it needs (what one leaves, the next gets): in-flight gap fills until half of it
+    (:data:`FILL_SHARE`; what is still queued then becomes ``gaps`` records), the final flush of
+    the batcher and the writes of the batches queued for the sinks until :data:`WRITE_SHARE` (what
+    is not durable by then is excluded from the resume state, so the next start fetches it over
+    REST), then closing the sinks (spool drain, landing parts, Kafka producer) by ``deadline``.
+    """
+
+    #: Gap fills may use this share of the budget.
+    FILL_SHARE = 0.5
+    #: The final flush and the sink writes end at this share; closing the sinks has the rest.
+    WRITE_SHARE = 0.8
+
+    started: float
+    total_s: float
+
+    @classmethod
+    def start(cls, total_s: float, *, now: float | None = None) -> ShutdownBudget:
+        return cls(time.monotonic() if now is None else now, max(0.0, total_s))
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.total_s
+
+    @property
+    def fills_until(self) -> float:
+        return self.started + self.total_s * self.FILL_SHARE
+
+    @property
+    def writes_until(self) -> float:
+        return self.started + self.total_s * self.WRITE_SHARE
+
+    def left(self, until: float) -> float:
+        """Seconds from now until ``until`` (0 when it has passed)."""
+        return max(0.0, until - time.monotonic())
+
+
 class _Writer:
     """Writes flushed batches to every sink, in order, retrying a failing sink within a bound."""
 
@@ -873,6 +914,18 @@ class _Writer:
         self._max_pending = max_pending
         self._retry_s = retry_s
         self.m = metrics
+
+    def abandon(self) -> tuple[int, int]:
+        """Empty the queue (shutdown's budget is spent); returns (batches, envelopes) dropped
+        from memory. Their trades are not durable, so the resume points stay below them."""
+        batches = envelopes = 0
+        while not self.queue.empty():
+            batch = self.queue.get_nowait()
+            if batch is not None:
+                batches += 1
+                envelopes += len(batch.envelopes)
+        self.m.write_queue.set(0)
+        return batches, envelopes
 
     def put(self, batch: Batch) -> None:
         self.m.batch_size.labels(batch.exchange, batch.channel).observe(len(batch.envelopes))
@@ -918,8 +971,9 @@ class Extractor:
     """Every configured exchange in one process, batching into the given sinks.
 
     ``await run(stop)`` returns after ``stop`` is set and every buffer has been flushed to the
-    sinks (bounded by ``shutdown_timeout_s`` for in-flight gap fills), or raises when a sink fails
-    beyond its retry bound or an unretryable error occurs. It does not close the sinks.
+    sinks, all within the :class:`ShutdownBudget` fixed when ``stop`` fired (``self.shutdown``;
+    whoever closes the sinks gives them its ``deadline``), or raises when a sink fails beyond its
+    retry bound or an unretryable error occurs. It does not close the sinks.
     """
 
     def __init__(self, settings: Settings, sinks: Sequence[Sink], *, metrics: Metrics | None = None) -> None:
@@ -943,6 +997,8 @@ class Extractor:
             per_symbol_channels=per_symbol,
         )
         self.runners: dict[str, ExchangeRunner] = {}
+        #: Set when the stop event fires: the one deadline every shutdown step keeps.
+        self.shutdown: ShutdownBudget | None = None
         self._counters: dict[tuple[str, str, str], Counter] = {}
 
     def emit(self, envelope: Envelope) -> None:
@@ -985,9 +1041,11 @@ class Extractor:
                 batcher = tg.create_task(self.batcher.run(batcher_stop))
                 runners = [tg.create_task(r.run()) for r in self.runners.values()]
                 await stop.wait()
-                logger.info("stopping: finishing gap fills and flushing buffers")
+                budget = ShutdownBudget.start(ext.shutdown_timeout_s)
+                self.shutdown = budget
+                logger.info("stopping: finishing gap fills and flushing buffers within %.2fs", budget.total_s)
                 runner_stop.set()
-                _, pending = await asyncio.wait(runners, timeout=ext.shutdown_timeout_s)
+                _, pending = await asyncio.wait(runners, timeout=budget.left(budget.fills_until))
                 for task in pending:
                     task.cancel()
                 await asyncio.wait(runners)
@@ -997,7 +1055,18 @@ class Extractor:
                 await batcher
                 self.batcher.flush_all()
                 self.writer.queue.put_nowait(None)
-                await writer
+                done, _ = await asyncio.wait([writer], timeout=budget.left(budget.writes_until))
+                if not done:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await writer
+                    left = self.writer.abandon()
+                    logger.error(
+                        "shutdown budget spent with %d batch(es) (%d envelopes) not yet durable; the "
+                        "resume state excludes them, so the next start fetches their trades over REST",
+                        left[0],
+                        left[1],
+                    )
                 for runner in self.runners.values():
                     await runner.save_state()
         logger.info("stopped; every buffer flushed")

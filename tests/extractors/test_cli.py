@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from extractors.envelope import Envelope
 from infra.exchange_sim import SimulatorThread
 from tests.conftest import seconds
+from tests.extractors.test_crash_recovery import (
+    ExtractorProcess,
+    check_landed,
+    extractor_env,
+    trades_since,
+    wait_until,
+)
+from tests.extractors.test_end_to_end import read_landing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,45 +49,46 @@ def test_bad_setting_exits_2_naming_the_key() -> None:
     assert done.returncode == 2 and "3/2" in done.stderr
 
 
-def test_sigterm_flushes_every_buffer_and_exits_cleanly(tmp_path: Path) -> None:
-    with SimulatorThread(("coinbase",), symbols=3, rate=30, seed=5) as sim:
+def test_sigterm_lands_every_trade_emitted_before_the_signal_and_exits_cleanly(tmp_path: Path) -> None:
+    """Every trade the simulator emitted between the launch and SIGTERM is in the landed files.
+
+    The batch age is far beyond the run, so only the shutdown flush can land the socket's
+    trades; trades made before the subscriptions come from the start-up REST page.
+    """
+    exchange = "coinbase"
+    log = tmp_path / "extractor.log"
+    with SimulatorThread((exchange,), symbols=3, rate=30, seed=5) as sim:
         env = {
-            **os.environ,
-            "CRYPTOLAKE_EXTRACTORS_COINBASE_REST_URL": sim.urls["coinbase"].rest,
-            "CRYPTOLAKE_EXTRACTORS_COINBASE_WS_URL": sim.urls["coinbase"].ws,
-            # A batch age far beyond the run: only the shutdown flush can land the data.
+            **extractor_env(sim, exchange, tmp_path),
             "CRYPTOLAKE_EXTRACTORS_BATCH_MAX_AGE_S": "600",
             "CRYPTOLAKE_EXTRACTORS_BATCH_MAX_ENVELOPES": "100000",
-            "CRYPTOLAKE_LANDING_ROOT": str(tmp_path / "landing"),
-            "CRYPTOLAKE_SPOOL_DIR": str(tmp_path / "spool"),
-            "CRYPTOLAKE_EXTRACTORS_STATE_DIR": str(tmp_path / "state"),
+            "CRYPTOLAKE_EXTRACTORS_LOG_LEVEL": "INFO",
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "extractors", "run", "--exchanges", "coinbase", "--sink", "landing"],
-            env=env,
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
+        markets = sim.markets(exchange)
+        launched_ms = time.time_ns() // 1_000_000
+        proc = ExtractorProcess(env, exchange, log)
+        wait_until(
+            lambda: (
+                proc.metric("cryptolake_extractor_gaps_filled_total") >= len(markets)
+                and proc.metric("cryptolake_extractor_envelopes_total", channel="trades", source="ws") >= 30
+                and proc.metric("cryptolake_extractor_envelopes_total", channel="ticker", source="ws") >= 1
+            ),
+            seconds(20),
+            "every market's start-up page landed and trades stream on the socket",
         )
-        time.sleep(seconds(4))
-        proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, stderr = proc.communicate(timeout=seconds(15))
-        elapsed = time.monotonic() - started
-        truth = {(r.native_symbol, r.trade_id) for r in sim.truth.records("coinbase", delivered=True)}
-    assert proc.returncode == 0, stderr[-2000:]
-    assert elapsed < seconds(8)
-    landed = [
-        Envelope.from_json(line)
-        for path in (tmp_path / "landing" / "raw").rglob("*.jsonl.gz")
-        for line in gzip.decompress(path.read_bytes()).decode().splitlines()
-    ]
-    channels = {e.channel for e in landed}
-    assert {"markets", "trades", "ticker"} <= channels
-    trades = {
-        (json.loads(e.payload)["product_id"], str(json.loads(e.payload)["trade_id"]))
-        for e in landed
-        if e.channel == "trades" and e.source == "ws"
-    }
-    assert trades and trades <= truth
-    assert '"level": "INFO"' in stderr or '"level":' in stderr
+        signalled_ms = time.time_ns() // 1_000_000
+        code = proc.terminate()
+        before_signal = {
+            (r.native_symbol, int(r.trade_id), r.price, r.size)
+            for r in sim.truth.records(exchange)
+            if launched_ms <= r.ts_ms <= signalled_ms
+        }
+        every = trades_since(sim, exchange, 0)
+    stderr = log.read_text()
+    assert code == 0, stderr[-2000:]
+    landed = read_landing(tmp_path / "landing")
+    assert {"markets", "trades", "ticker"} <= {e.channel for e in landed}
+    assert any(e.channel == "trades" and e.source == "ws" for e in landed)
+    assert before_signal
+    assert not check_landed(exchange, tmp_path / "landing", before_signal, every)  # no gap either
+    assert '"level": "INFO"' in stderr
