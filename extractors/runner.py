@@ -254,8 +254,9 @@ class ExchangeRunner:
 
     @property
     def idle(self) -> bool:
-        """No gap fill queued or running (tests wait for this before stopping)."""
-        return self.tracker.queued == 0 and self.tracker.running == 0
+        """No gap fill queued, running, or waiting for a market's resubscription (tests wait for
+        this before stopping)."""
+        return self.tracker.queued == 0 and self.tracker.running == 0 and self.tracker.awaiting == 0
 
     def durable(self, envelopes: Iterable[Envelope]) -> None:
         """The sinks have made these envelopes durable: let the resume points advance."""
@@ -472,10 +473,10 @@ class ExchangeRunner:
                 try:
                     async for message in ws:
                         self._on_message(conn, message)
-                        if self._room is not None and not self._room.is_set():
+                        if self._room is not None and not self._room.is_set() and not self._stop.is_set():
                             conn.paused = True  # our pause, not the peer's silence
                             try:
-                                await self._room.wait()
+                                await self._wait_for_room()
                             finally:
                                 conn.paused = False
                                 conn.last_frame = time.monotonic()
@@ -488,6 +489,17 @@ class ExchangeRunner:
                             raise result
             finally:
                 self.m.connections.labels(self.name).dec()
+
+    async def _wait_for_room(self) -> None:
+        """Until the writer has room again, or the stop event fires: a stopping reader reads on
+        until the close handshake, so what the peer sent before it (TCP's backlog) is landed."""
+        assert self._room is not None
+        waiters = [asyncio.ensure_future(self._room.wait()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _subscribe(self, conn: _Connection, ws: ClientConnection) -> None:
         """Send the subscriptions until none is rejected, then gap-fill what the socket missed.

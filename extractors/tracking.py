@@ -291,6 +291,11 @@ class TradeTracker:
         return len(self._queue)
 
     @property
+    def awaiting(self) -> int:
+        """Markets whose drop (or start) waits for a subscription before its fill is queued."""
+        return sum(1 for m in self._markets.values() if m.unfilled)
+
+    @property
     def running(self) -> int:
         return sum(1 for m in self._markets.values() if m.running is not None)
 

@@ -1,11 +1,13 @@
 """The extractor against the local exchange simulator with faults on, landing into real files.
 
 For each exchange: run the extractor with the landing sink on a temp folder, inject disconnects,
-a stall, duplicates, malformed frames and REST 429s, let it settle, stop it (graceful flush), read
-every landed file back and compare the trades in them (WS frames and REST gap-fill pages, parsed
-here independently of the extractor's code) with the simulator's ground truth: per market, every
-trade between the first and the last one landed is there with its exact price and size, except
-exactly the trades inside the gaps the extractor recorded as unrecoverable.
+a stall, duplicates, malformed frames and REST 429s (each step waits until the extractor saw it),
+let it settle (every market resubscribed, streaming again, no fill pending), stop it (graceful
+flush), read every landed file back and compare the trades in them (WS frames and REST gap-fill
+pages, parsed here independently of the extractor's code) with the simulator's ground truth over
+the extractor's whole lifetime, by time: every trade the simulator made from the extractor's start
+to its stop signal is there with its exact price and size, except exactly the trades inside the
+gaps the extractor recorded as unrecoverable.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import gzip
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -61,8 +64,27 @@ def rest_trades(exchange: str, envelope: Envelope) -> list[Trade]:
     return [(symbol, int(r["trade_id"]), r["price"], r["size"]) for r in doc]
 
 
-def truth_trades(sim: ExchangeSimulator, exchange: str) -> set[Trade]:
-    return {(r.native_symbol, int(r.trade_id), r.price, r.size) for r in sim.truth.records(exchange)}
+def truth_trades(
+    sim: ExchangeSimulator, exchange: str, *, since_ms: int | None = None, until_ms: int | None = None
+) -> set[Trade]:
+    """The simulator's trades of ``exchange`` (made between ``since_ms`` and ``until_ms``, wall clock)."""
+    return {
+        (r.native_symbol, int(r.trade_id), r.price, r.size)
+        for r in sim.truth.records(exchange)
+        if (since_ms is None or r.ts_ms >= since_ms) and (until_ms is None or r.ts_ms <= until_ms)
+    }
+
+
+class Truth(NamedTuple):
+    """What must land (``lifetime``: trades made while the extractor ran) and what may
+    (``every``: all the simulator's trades; start-up REST pages reach back before the start)."""
+
+    lifetime: set[Trade]
+    every: set[Trade]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -72,7 +94,49 @@ async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_extractor(
+@dataclass(frozen=True)
+class Run:
+    """One extractor run: the extractor and its lifetime on the wall clock (ms since the epoch)."""
+
+    extractor: Extractor
+    started_ms: int
+    stopped_ms: int
+
+    def truth(self, sim: ExchangeSimulator, exchange: str) -> Truth:
+        """Every trade made from the start to the stop signal, less the unsent tail: trades the
+        simulator still held in its send queue when the connection closed (a reader paused by
+        back-pressure leaves a backlog there) were never sent to anyone, so this run could not
+        know them; the resume state stops below them and the next start fetches them."""
+        records = [r for r in sim.truth.records(exchange) if self.started_ms <= r.ts_ms <= self.stopped_ms]
+        last_sent: dict[str, int] = {}
+        for r in records:
+            if r.delivered:
+                last_sent[r.native_symbol] = max(last_sent.get(r.native_symbol, 0), int(r.trade_id))
+        lifetime = {
+            (r.native_symbol, int(r.trade_id), r.price, r.size)
+            for r in records
+            if r.delivered or int(r.trade_id) < last_sent.get(r.native_symbol, 0)
+        }
+        return Truth(lifetime, truth_trades(sim, exchange))
+
+
+async def settle(sim: ExchangeSimulator, extractor: Extractor, exchanges: tuple[str, ...]) -> None:
+    """Wait until every market streams on the socket again and no gap fill is pending."""
+    for exchange in exchanges:
+        runner = extractor.runners[exchange]
+        newest: dict[str, int] = {}
+        for t in truth_trades(sim, exchange):
+            newest[t[0]] = max(newest.get(t[0], 0), t[1])
+        await wait_for(
+            lambda runner=runner, newest=newest: all(  # type: ignore[misc]
+                runner.last_ids.get(s, 0) > newest.get(s, 0) for s in runner.markets
+            ),
+            seconds(20),
+        )
+    await wait_for(lambda: extractor.idle, seconds(20))
+
+
+async def run_extractor_timed(
     sim: ExchangeSimulator,
     exchanges: tuple[str, ...],
     root: Path,
@@ -80,18 +144,18 @@ async def run_extractor(
     *,
     wrap_sink: Callable[[Sink], Sink] = lambda sink: sink,
     **extra: Any,
-) -> Extractor:
+) -> Run:
     """Extract ``exchanges`` from ``sim`` into a landing folder while ``faults`` run; stop cleanly."""
     config: dict[str, Any] = {
         "extractors": {
-            **extra,
-            "exchanges": list(exchanges),
             "stale_after_s": seconds(1.5),
             "backoff_initial_s": 0.05,
             "backoff_max_s": 0.5,
             "batch_max_age_s": 0.2,
             "shutdown_timeout_s": seconds(5),
             "l1_poll_interval_s": 1.0,
+            **extra,
+            "exchanges": list(exchanges),
             "state_dir": str(root / "_state"),
             **{
                 exchange: {
@@ -107,6 +171,7 @@ async def run_extractor(
     sink = wrap_sink(LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=1.0)))
     extractor = Extractor(settings, [sink])
     stop = asyncio.Event()
+    started_ms = now_ms()
     task = asyncio.create_task(extractor.run(stop))
     await wait_for(lambda: all(exchange in extractor.runners for exchange in exchanges), seconds(5))
     for exchange in exchanges:
@@ -115,13 +180,26 @@ async def run_extractor(
     await faults(sim, extractor)
     for exchange in exchanges:
         sim.clear_faults(exchange)
-    await asyncio.sleep(seconds(1.5))
-    await wait_for(lambda: extractor.idle, seconds(20))
-    await asyncio.sleep(seconds(0.5))
+    await settle(sim, extractor, exchanges)
+    stopped_ms = now_ms()
     stop.set()
     await asyncio.wait_for(task, seconds(10))
     await sink.close()
-    return extractor
+    return Run(extractor, started_ms, stopped_ms)
+
+
+async def run_extractor(
+    sim: ExchangeSimulator,
+    exchanges: tuple[str, ...],
+    root: Path,
+    faults: Callable[[ExchangeSimulator, Extractor], Awaitable[None]],
+    *,
+    wrap_sink: Callable[[Sink], Sink] = lambda sink: sink,
+    **extra: Any,
+) -> Extractor:
+    """:func:`run_extractor_timed` without the lifetime."""
+    run = await run_extractor_timed(sim, exchanges, root, faults, wrap_sink=wrap_sink, **extra)
+    return run.extractor
 
 
 async def extract_with_faults(
@@ -132,28 +210,65 @@ async def extract_with_faults(
     symbols: int = 6,
     rate: int = 60,
     **extra: Any,
-) -> tuple[list[Envelope], set[Trade], Extractor]:
+) -> tuple[list[Envelope], Truth, Extractor]:
     async with ExchangeSimulator(exchanges=(exchange,), symbols=symbols, rate=rate, seed=11) as sim:
-        extractor = await run_extractor(sim, (exchange,), root, faults, **extra)
-        truth = truth_trades(sim, exchange)
-    return read_landing(root), truth, extractor
+        run = await run_extractor_timed(sim, (exchange,), root, faults, **extra)
+        truth = run.truth(sim, exchange)
+    return read_landing(root), truth, run.extractor
 
 
-async def standard_faults(sim: ExchangeSimulator, exchange: str) -> None:
+def metric(extractor: Extractor, name: str, **labels: str) -> float:
+    return extractor.metrics.value(f"cryptolake_extractor_{name}", **labels)
+
+
+async def standard_faults(sim: ExchangeSimulator, extractor: Extractor, exchange: str) -> None:
+    """Each fault, then a wait until the extractor saw it (not a sleep)."""
+
+    def reconnects() -> float:
+        return sum(
+            sample.value
+            for family in extractor.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == "cryptolake_extractor_reconnects_total"
+            and sample.labels.get("exchange") == exchange
+        )
+
+    def seen(predicate: Callable[[], bool]) -> Awaitable[None]:
+        return wait_for(predicate, seconds(20))
+
+    before = reconnects()
     sim.inject(exchange, "close_after", frames=15)
-    await asyncio.sleep(seconds(1.5))
+    await seen(lambda: reconnects() > before)
+    await settle(sim, extractor, (exchange,))
     sim.inject(exchange, "stall", after=5)
-    await asyncio.sleep(seconds(3))
+    await seen(lambda: metric(extractor, "reconnects_total", exchange=exchange, reason="stale") >= 1)
+    await settle(sim, extractor, (exchange,))
     sim.inject(exchange, "duplicate", count=5)
     sim.inject(exchange, "malformed", count=2)
     sim.inject(exchange, "malformed", count=1, replace=True)
-    await asyncio.sleep(seconds(1.5))
+    await seen(
+        lambda: (
+            metric(extractor, "duplicate_trades_total", exchange=exchange) >= 1
+            and metric(extractor, "deadletters_total", exchange=exchange, reason="invalid_json") >= 2
+        )
+    )
     sim.inject(exchange, "rest_error", status=429, count=2, retry_after=1)
+    before = reconnects()
     sim.inject(exchange, "close_after", frames=10, abrupt=True)
-    await asyncio.sleep(seconds(3))
+    await seen(lambda: reconnects() > before)
+    await seen(lambda: metric(extractor, "rest_throttled_total", exchange=exchange) >= 1)
 
 
-def check_against_truth(exchange: str, envelopes: list[Envelope], truth: set[Trade]) -> dict[str, int]:
+def check_against_truth(
+    exchange: str, envelopes: list[Envelope], truth: Truth | set[Trade]
+) -> dict[str, int]:
+    """Every trade of ``truth.lifetime`` landed or lies inside a recorded gap, and nothing else
+    is missing or wrong; returns the counts.
+
+    Given a bare set (every trade the simulator made, also after the extractor stopped), only
+    the trades between each market's first and last landed id are expected: that blind to loss
+    at the head and the tail of a run, so pass a :class:`Truth` (:meth:`Run.truth`) instead.
+    """
     landed: set[Trade] = set()
     gaps: list[tuple[str, int, float]] = []
     seqs: dict[str, list[int]] = {}
@@ -173,23 +288,30 @@ def check_against_truth(exchange: str, envelopes: list[Envelope], truth: set[Tra
     for conn_id, numbers in seqs.items():
         assert len(numbers) == len(set(numbers)), conn_id
     assert landed, "no trades landed"
+    every = truth.every if isinstance(truth, Truth) else truth
     # Everything landed is a real trade with its exact price and size.
-    assert landed <= truth, sorted(landed - truth)[:5]
-    by_symbol: dict[str, list[int]] = {}
-    for symbol, trade_id, _, _ in landed:
-        by_symbol.setdefault(symbol, []).append(trade_id)
-    window = {s: (min(ids), max(ids)) for s, ids in by_symbol.items()}
+    assert landed <= every, sorted(landed - every)[:5]
 
     def in_gap(t: Trade) -> bool:
         return any(s == t[0] and lo < t[1] < hi for s, lo, hi in gaps)
 
-    expected = {t for t in truth if t[0] in window and window[t[0]][0] <= t[1] <= window[t[0]][1]}
+    if isinstance(truth, Truth):
+        expected = truth.lifetime
+        assert expected, "the simulator made no trade while the extractor ran"
+    else:
+        by_symbol: dict[str, list[int]] = {}
+        for symbol, trade_id, _, _ in landed:
+            by_symbol.setdefault(symbol, []).append(trade_id)
+        window = {s: (min(ids), max(ids)) for s, ids in by_symbol.items()}
+        expected = {t for t in every if t[0] in window and window[t[0]][0] <= t[1] <= window[t[0]][1]}
     lost = {t for t in expected if in_gap(t)}
     missing = expected - lost - landed
-    assert not missing, f"{len(missing)} trades neither landed nor in a recorded gap: {sorted(missing)[:5]}"
+    assert not missing, (
+        f"{len(missing)} of {len(expected)} trades neither landed nor in a gap: {sorted(missing)[:5]}"
+    )
     assert not (landed & lost), "a trade inside a recorded gap was landed: the gap record is wrong"
     # Every market that traded is covered.
-    assert {t[0] for t in truth} == set(window)
+    assert {t[0] for t in expected} <= {t[0] for t in landed}
     return {"landed": len(landed), "lost": len(lost), "gaps": len(gaps)}
 
 
@@ -198,7 +320,7 @@ def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frame
     exchange: str, tmp_path: Path
 ) -> None:
     async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
-        await standard_faults(sim, exchange)
+        await standard_faults(sim, extractor, exchange)
 
     envelopes, truth, extractor = asyncio.run(extract_with_faults(exchange, tmp_path, faults))
     figures = check_against_truth(exchange, envelopes, truth)
@@ -217,7 +339,9 @@ def test_kucoin_trades_older_than_the_last_100_become_exact_recorded_gaps(tmp_pa
     async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
         # ~100 trades/s per market; a stall detected after 1.5 s misses more than histories keeps.
         sim.inject("kucoin", "stall", after=0)
-        await asyncio.sleep(seconds(3))
+        await wait_for(
+            lambda: metric(extractor, "reconnects_total", exchange="kucoin", reason="stale") >= 1, seconds(20)
+        )
 
     envelopes, truth, extractor = asyncio.run(
         extract_with_faults("kucoin", tmp_path, faults, symbols=3, rate=300)
@@ -239,7 +363,8 @@ def test_new_listings_are_picked_up_and_delisted_markets_dropped(exchange: str, 
         state.update(gone=gone, new=new)
         await wait_for(lambda: new in runner.markets and gone not in runner.markets, seconds(10))
         await wait_for(lambda: new in runner.last_ids, seconds(10))
-        await asyncio.sleep(seconds(1))
+        first = runner.last_ids[new]
+        await wait_for(lambda: runner.last_ids[new] >= first + 5, seconds(10))  # it streams
 
     envelopes, truth, extractor = asyncio.run(
         extract_with_faults(exchange, tmp_path, faults, symbols=4, rediscover_interval_s=0.5)
@@ -277,14 +402,21 @@ def test_a_sink_slower_than_the_feed_pauses_reading_instead_of_queueing_without_
 
     async def watch_the_queue(sim: ExchangeSimulator, extractor: Extractor) -> None:
         sim.inject("binance", "close_after", frames=40)  # a reconnect under pressure gap-fills too
-        deadline = time.monotonic() + seconds(4)
-        while time.monotonic() < deadline:
-            depths.append(extractor.writer.queue.qsize())
-            await asyncio.sleep(0.01)
+        reconnected = "cryptolake_extractor_gaps_detected_total"
 
-    async def scenario() -> set[Trade]:
+        def watched() -> bool:
+            depths.append(extractor.writer.queue.qsize())
+            return (
+                max(depths) >= max_pending
+                and extractor.metrics.value(reconnected, exchange="binance", reason="reconnect") >= 1
+                and extractor.idle
+            )
+
+        await wait_for(watched, seconds(30))
+
+    async def scenario() -> Truth:
         async with ExchangeSimulator(exchanges=("binance",), symbols=6, rate=200, seed=11) as sim:
-            await run_extractor(
+            run = await run_extractor_timed(
                 sim,
                 ("binance",),
                 tmp_path,
@@ -292,8 +424,11 @@ def test_a_sink_slower_than_the_feed_pauses_reading_instead_of_queueing_without_
                 wrap_sink=lambda sink: SlowSink(sink, delay_s=0.05),
                 batch_max_envelopes=5,
                 max_pending_batches=max_pending,
+                # The readers read on to the close handshake at the stop, and this sink writes
+                # 100 envelopes/s: the final writes need longer than the default budget.
+                shutdown_timeout_s=seconds(60),
             )
-            return truth_trades(sim, "binance")
+            return run.truth(sim, "binance")
 
     truth = asyncio.run(scenario())
     # The feed outran the sink (the queue reached the bound) and the readers held it there: a

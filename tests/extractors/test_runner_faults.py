@@ -1,8 +1,8 @@
 """The runner against the in-process simulator: back-pressure, rejected subscriptions, shutdown's budget.
 
 Each test injects one fault, lets the extractor land into real files, and checks the landed
-trades against the simulator's truth (``check_against_truth``: every trade between a market's
-first and last landed one is there, except exactly those inside recorded gaps).
+trades against the simulator's truth (``check_against_truth``: every trade made while the
+extractor ran is there, except exactly those inside recorded gaps).
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from extractors.sinks.landing import LandingSettings, LandingSink
 from infra.exchange_sim import ExchangeSimulator
 from tests.conftest import seconds
 from tests.extractors.test_end_to_end import (
+    Run,
+    Truth,
     check_against_truth,
     extract_with_faults,
+    now_ms,
     read_landing,
-    run_extractor,
-    truth_trades,
+    run_extractor_timed,
     wait_for,
 )
 
@@ -59,15 +61,16 @@ def test_a_reader_paused_by_back_pressure_is_not_taken_for_a_stale_feed(tmp_path
         gated[0].gate.clear()
         await wait_for(lambda: not extractor.writer.room.is_set(), seconds(10))
         started = time.monotonic()
-        # The readers stay paused for well over stale_after_s (the watchdog ticks meanwhile).
+        # The readers stay paused for well over stale_after_s (the watchdog ticks meanwhile):
+        # the length of the pause is the scenario, not a wait for something to happen.
         await asyncio.sleep(3 * stale_after)
         assert not extractor.writer.room.is_set()
         paused_for.append(time.monotonic() - started)
         gated[0].gate.set()
 
-    async def scenario() -> tuple[set[tuple[str, int, str, str]], Extractor]:
+    async def scenario() -> tuple[Truth, Extractor]:
         async with ExchangeSimulator(exchanges=("binance",), symbols=4, rate=60, seed=11) as sim:
-            extractor = await run_extractor(
+            run = await run_extractor_timed(
                 sim,
                 ("binance",),
                 tmp_path,
@@ -76,7 +79,7 @@ def test_a_reader_paused_by_back_pressure_is_not_taken_for_a_stale_feed(tmp_path
                 batch_max_envelopes=5,
                 max_pending_batches=2,
             )
-            return truth_trades(sim, "binance"), extractor
+            return run.truth(sim, "binance"), run.extractor
 
     truth, extractor = asyncio.run(scenario())
     assert paused_for and paused_for[0] > 2 * stale_after
@@ -114,7 +117,7 @@ def test_a_rejected_subscription_is_retried_with_backoff_and_counted(tmp_path: P
 
 
 def test_fills_still_queued_when_the_shutdown_budget_runs_out_are_landed_as_gaps(tmp_path: Path) -> None:
-    async def scenario() -> tuple[list[Envelope], set[tuple[str, int, str, str]]]:
+    async def scenario() -> tuple[list[Envelope], Truth]:
         async with ExchangeSimulator(exchanges=("binance",), symbols=4, rate=80, seed=3) as sim:
             settings = load_settings(
                 {
@@ -138,6 +141,7 @@ def test_fills_still_queued_when_the_shutdown_budget_runs_out_are_landed_as_gaps
             sink = LandingSink(LandingSettings(root=str(tmp_path), fsync=False, roll_seconds=1.0))
             extractor = Extractor(settings, [sink])
             stop = asyncio.Event()
+            started_ms = now_ms()
             task = asyncio.create_task(extractor.run(stop))
             await wait_for(lambda: "binance" in extractor.runners, seconds(5))
             runner = extractor.runners["binance"]
@@ -155,10 +159,11 @@ def test_fills_still_queued_when_the_shutdown_budget_runs_out_are_landed_as_gaps
             )
             since = {s: runner.last_ids[s] for s in runner.markets}
             await wait_for(lambda: all(runner.last_ids[s] > since[s] for s in since), seconds(10))
+            stopped_ms = now_ms()
             stop.set()
             await asyncio.wait_for(task, seconds(10))
             await sink.close()
-            return read_landing(tmp_path), truth_trades(sim, "binance")
+            return read_landing(tmp_path), Run(extractor, started_ms, stopped_ms).truth(sim, "binance")
 
     envelopes, truth = asyncio.run(scenario())
     gaps = [json.loads(e.payload) for e in envelopes if e.channel == "gaps"]

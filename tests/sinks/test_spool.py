@@ -17,6 +17,10 @@ from extractors.sinks.spool import CORRUPT_DIRNAME, DiskQueue, SpooledSink, Spoo
 from tests.conftest import seconds
 from tests.sinks.helpers import FlakySink, batches, make_batch
 
+#: A backoff or drain no test waits out: an operation that waited for it would hang the test.
+#: (The first backoff delay is random in [0, initial]: this large, it is never short.)
+LONG_S = 1_000_000.0
+
 
 def spool_settings(tmp_path: Path, **kw: object) -> SpoolSettings:
     base: dict[str, object] = {
@@ -41,23 +45,25 @@ def test_outage_spools_and_every_batch_is_delivered_in_order_after_recovery(tmp_
     inner = FlakySink()
 
     async def run() -> None:
-        sink = SpooledSink(inner, spool_settings(tmp_path))
+        sink = SpooledSink(inner, spool_settings(tmp_path, backoff_initial_s=LONG_S, backoff_max_s=LONG_S))
         for b in written[:5]:
             await sink.write(b)
         assert sink.depth == 0 and inner.delivered == written[:5]
         inner.down = True
-        started = time.monotonic()
+        attempts = inner.attempts
         for b in written[5:25]:
             await sink.write(b)  # collection goes on: each write returns with the batch on disk
-        assert time.monotonic() - started < seconds(2)
+        # Only the first write tried the sink; the others went to disk behind it, none waited
+        # for a retry (the replayer sleeps out its long first backoff meanwhile).
+        assert inner.attempts == attempts + 1
         assert sink.depth == 20
         inner.down = False
         for b in written[25:]:
             await sink.write(b)  # behind the backlog, not ahead of it
-        await wait_until(lambda: sink.depth == 0, seconds(5))
+        await sink.close()  # cuts the replayer's backoff short and drains the spool in order
+        assert sink.depth == 0
         assert inner.delivered == written
         assert [b.to_jsonl() for b in inner.delivered] == [b.to_jsonl() for b in written]
-        await sink.close()
         assert inner.closed
 
     asyncio.run(run())
@@ -94,14 +100,17 @@ def test_close_drains_the_spool_when_the_sink_is_back(tmp_path: Path) -> None:
     inner = FlakySink()
 
     async def run() -> None:
-        sink = SpooledSink(inner, spool_settings(tmp_path, backoff_initial_s=5, backoff_max_s=5))
+        settings = spool_settings(
+            tmp_path, backoff_initial_s=LONG_S, backoff_max_s=LONG_S, drain_timeout_s=LONG_S
+        )
+        sink = SpooledSink(inner, settings)
         inner.down = True
         for b in written:
             await sink.write(b)
         inner.down = False
-        started = time.monotonic()
-        await sink.close()  # does not wait out the 5 s backoff
-        assert time.monotonic() - started < seconds(2)
+        # A close that waited out the replayer's backoff would hang here (the guard is a hang
+        # guard far below LONG_S, not a timing check).
+        await asyncio.wait_for(sink.close(), seconds(30))
 
     asyncio.run(run())
     assert inner.delivered == written
@@ -157,8 +166,14 @@ def test_permanent_failure_during_replay_stops_it_and_surfaces_on_the_next_write
             await sink.write(b)
         inner.fatal = True
         attempts = inner.attempts
+        fatal = {"sink": inner.name, "reason": "fatal"}
+        rejected = REGISTRY.get_sample_value("cryptolake_spool_rejected_total", fatal) or 0.0
         await wait_until(lambda: inner.attempts > attempts, seconds(5))  # the replayer hit it
-        await asyncio.sleep(0.05)
+        # ... and gave up on it for good (counted once it recorded the failure).
+        await wait_until(
+            lambda: (REGISTRY.get_sample_value("cryptolake_spool_rejected_total", fatal) or 0.0) > rejected,
+            seconds(5),
+        )
         with pytest.raises(SinkError) as err:
             await sink.write(written[3])
         assert err.value.retryable is False
