@@ -217,11 +217,23 @@ SILVER_QUARANTINE = TableSpec(
     key=("source_table", "row_json", "reason"),
 )
 
+#: The USDT columns of a bar: ``NULL`` unless every trade of the bar has a USDT price.
+_BAR_USDT = (
+    ("open_usdt", PRICE, True),
+    ("high_usdt", PRICE, True),
+    ("low_usdt", PRICE, True),
+    ("close_usdt", PRICE, True),
+    ("vwap_usdt", PRICE, True),
+    ("volume_usdt", PRICE, True),
+)
+
 GOLD_OHLCV_1M = TableSpec(
     name="gold.ohlcv_1m",
     schema=_schema(
         ("exchange", StringType(), False),
         ("symbol", StringType(), False),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
         ("minute", TimestampType(), False),
         ("open", PRICE, False),
         ("high", PRICE, False),
@@ -229,12 +241,18 @@ GOLD_OHLCV_1M = TableSpec(
         ("close", PRICE, False),
         ("volume", PRICE, False),
         ("quote_volume", PRICE, False),
-        ("volume_usdt", PRICE, True),
         ("vwap", PRICE, True),
         ("trade_count", LongType(), False),
+        ("first_trade_ts", TimestampType(), False),
+        ("last_trade_ts", TimestampType(), False),
+        *_BAR_USDT,
+        ("bar_date", DateType(), False),
+        ("updated_ts", TimestampType(), False),
     ),
     key=("exchange", "symbol", "minute"),
-    partition_by=("exchange",),
+    partition_by=("exchange", "bar_date"),
+    description="One-minute bars per exchange and symbol from silver.trades: OHLC by (event time,"
+    " trade id), volumes in base, quote and USDT, VWAP; recomputed for every minute a batch touches.",
 )
 
 GOLD_OHLCV_1M_COMPOSITE = TableSpec(
@@ -242,41 +260,67 @@ GOLD_OHLCV_1M_COMPOSITE = TableSpec(
     schema=_schema(
         ("base", StringType(), False),
         ("minute", TimestampType(), False),
-        ("open_usdt", PRICE, True),
-        ("high_usdt", PRICE, True),
-        ("low_usdt", PRICE, True),
-        ("close_usdt", PRICE, True),
+        ("open_usdt", PRICE, False),
+        ("high_usdt", PRICE, False),
+        ("low_usdt", PRICE, False),
+        ("close_usdt", PRICE, False),
         ("vwap_usdt", PRICE, True),
-        ("volume_usdt", PRICE, True),
-        ("exchanges", StringType(), True),
+        ("volume", PRICE, False),
+        ("volume_usdt", PRICE, False),
+        ("trade_count", LongType(), False),
+        ("first_trade_ts", TimestampType(), False),
+        ("last_trade_ts", TimestampType(), False),
+        ("exchanges", StringType(), False),
+        ("symbols", StringType(), False),
+        ("bar_date", DateType(), False),
+        ("updated_ts", TimestampType(), False),
     ),
     key=("base", "minute"),
+    partition_by=("bar_date",),
+    description="One-minute bars per base asset across every exchange and quote, in USDT (from the"
+    " priced bars of gold.ohlcv_1m); exchanges and symbols are sorted comma-separated lists.",
 )
 
 GOLD_L1_LATEST = TableSpec(
     name="gold.l1_latest",
     schema=SILVER_L1_QUOTES.schema,
     key=("exchange", "symbol"),
+    description="The newest quote per exchange and symbol (by event time, then exchange sequence).",
 )
 
 GOLD_L1_1S = TableSpec(
     name="gold.l1_1s",
-    schema=StructType([StructField("second", TimestampType(), False), *SILVER_L1_QUOTES.schema.fields]),
+    schema=StructType(
+        [
+            StructField("second", TimestampType(), False),
+            *SILVER_L1_QUOTES.schema.fields,
+            StructField("quote_date", DateType(), False),
+        ]
+    ),
     key=("exchange", "symbol", "second"),
-    partition_by=("exchange",),
+    partition_by=("exchange", "quote_date"),
+    description="The last quote of each second per exchange and symbol: L1 history and spreads.",
 )
 
 GOLD_EXCHANGE_VOLUME_DAILY = TableSpec(
     name="gold.exchange_volume_daily",
     schema=_schema(
         ("exchange", StringType(), False),
-        ("date", DateType(), False),
+        ("trade_date", DateType(), False),
         ("symbol", StringType(), False),
-        ("volume_usdt", PRICE, True),
+        ("base", StringType(), False),
+        ("quote", StringType(), False),
+        ("volume", PRICE, False),
         ("volume_quote", PRICE, False),
+        ("volume_usdt", PRICE, True),
         ("trade_count", LongType(), False),
+        ("unpriced_trade_count", LongType(), False),
+        ("venue_share", PRICE, True),
+        ("updated_ts", TimestampType(), False),
     ),
-    key=("exchange", "date", "symbol"),
+    key=("exchange", "trade_date", "symbol"),
+    description="Daily volume per exchange and symbol (base, quote asset, USDT over the priced bars)"
+    " and venue_share: the exchange's part of the symbol's USDT volume over all venues that day.",
 )
 
 #: Per expectation of a batch: its stable name (``meta["name"]`` in the suite), GX type, severity,
