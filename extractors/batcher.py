@@ -6,17 +6,17 @@ its default, :data:`extractors.sinks.kafka.DEFAULT_MAX_BATCH_BYTES`, sits below 
 default ``message.max.bytes``; a record too large is a fatal error, not one that retries fix. An
 envelope that alone exceeds ``max_bytes`` is flushed alone (an envelope is never split).
 
-``add`` is synchronous and cheap (it runs once per frame); a full buffer is flushed at once, and
-:meth:`Batcher.run` flushes buffers older than ``max_age_s``. Flushed batches go to ``on_batch``
-(the runner's writer queue). Envelopes of one key keep their arrival order, and batch ids
-increase within a process run, so a replay can be recognised downstream.
+``add`` is synchronous and cheap (it runs once per frame and serializes the envelope, once, so
+the byte bound is exact); a full buffer is flushed at once, and :meth:`Batcher.run` flushes
+buffers older than ``max_age_s``. Flushed batches go to ``on_batch`` (the runner's writer queue).
+Envelopes of one key keep their arrival order, and batch ids increase within a process run, so a
+replay can be recognised downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,46 +29,19 @@ logger = logging.getLogger(__name__)
 
 BatchKey = tuple[str, str, str]
 
-#: ``{"exchange":,"channel":,"stream":,"payload":,"recv_ts_ns":,"conn_id":,"conn_seq":,"source":,
-#: "native_symbol":,"error":}`` plus the newline: what a JSON line holds besides the values.
-_LINE_OVERHEAD = len(
-    '{"exchange":,"channel":,"stream":,"payload":,"recv_ts_ns":,"conn_id":,"conn_seq":,"source":,'
-    '"native_symbol":,"error":}\n'
-)
-
-
-def _json_str_bytes(text: str | None) -> int:
-    """UTF-8 length of ``text`` as a JSON value (``ensure_ascii=False``; ``null`` for None)."""
-    if text is None:
-        return 4
-    if text.isascii() and text.isprintable():  # only '"' and '\\' are escaped, to two bytes
-        return len(text) + 2 + text.count('"') + text.count("\\")
-    return len(json.dumps(text, ensure_ascii=False).encode())
-
 
 def envelope_nbytes(envelope: Envelope) -> int:
-    """``len(envelope.to_json().encode()) + 1`` (its line in :meth:`Batch.to_jsonl`), computed
-    from the fields without building the line."""
-    e = envelope
-    return (
-        _LINE_OVERHEAD
-        + _json_str_bytes(e.exchange)
-        + _json_str_bytes(e.channel)
-        + _json_str_bytes(e.stream)
-        + _json_str_bytes(e.payload)
-        + len(str(e.recv_ts_ns))
-        + _json_str_bytes(e.conn_id)
-        + len(str(e.conn_seq))
-        + _json_str_bytes(e.source)
-        + _json_str_bytes(e.native_symbol)
-        + _json_str_bytes(e.error)
-    )
+    """``len(envelope.to_json().encode()) + 1``: the size of its line in :meth:`Batch.to_jsonl`."""
+    return len(envelope.to_json_bytes()) + 1
 
 
 @dataclass(slots=True)
 class _Buffer:
     started: float
     envelopes: list[Envelope] = field(default_factory=list)
+    #: Each envelope's JSON line (newline included), built once here: its exact size bounds
+    #: the batch, and the sinks write these bytes (``Batch.lines``).
+    lines: list[bytes] = field(default_factory=list)
     nbytes: int = 0
 
 
@@ -103,7 +76,8 @@ class Batcher:
 
     def add(self, envelope: Envelope) -> None:
         key = self.key(envelope)
-        size = envelope_nbytes(envelope)
+        line = envelope.to_json_bytes() + b"\n"
+        size = len(line)
         buffer = self._buffers.get(key)
         if buffer is not None and buffer.nbytes + size > self.max_bytes:
             self._flush(key)  # this envelope would take the batch past max_bytes
@@ -111,6 +85,7 @@ class Batcher:
         if buffer is None:
             buffer = self._buffers[key] = _Buffer(self._clock())
         buffer.envelopes.append(envelope)
+        buffer.lines.append(line)
         buffer.nbytes += size
         if size > self.max_bytes:
             logger.warning(
@@ -137,6 +112,7 @@ class Batcher:
                 key=batch_key,
                 batch_id=f"{self._run_id}-{self._counter:012d}",
                 envelopes=tuple(buffer.envelopes),
+                lines=tuple(buffer.lines),
             )
         )
 

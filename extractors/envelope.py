@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
 
 #: ``gaps`` holds the runner's records of trades the exchange could not return after a
 #: disconnect (payload: JSON with native_symbol, after_id, before_id, reason).
@@ -47,11 +49,36 @@ class Envelope:
     error: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        return self.to_json_bytes().decode()
+
+    def to_json_bytes(self) -> bytes:
+        """The envelope as one compact JSON object in UTF-8, keys in field order, non-ASCII
+        unescaped: byte for byte what ``json.dumps(asdict(e), separators=(",", ":"),
+        ensure_ascii=False).encode()`` gives (tests/extractors/test_serialization.py proves it),
+        about 7x faster. A value orjson refuses (a lone surrogate) goes the stdlib way, which
+        fails the same way the old path did when encoding."""
+        try:
+            return orjson.dumps(self._fields())
+        except orjson.JSONEncodeError:
+            return json.dumps(self._fields(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "channel": self.channel,
+            "stream": self.stream,
+            "payload": self.payload,
+            "recv_ts_ns": self.recv_ts_ns,
+            "conn_id": self.conn_id,
+            "conn_seq": self.conn_seq,
+            "source": self.source,
+            "native_symbol": self.native_symbol,
+            "error": self.error,
+        }
 
     @classmethod
-    def from_json(cls, line: str) -> Envelope:
-        return cls(**json.loads(line))
+    def from_json(cls, line: str | bytes) -> Envelope:
+        return cls(**orjson.loads(line))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +94,9 @@ class Batch:
     key: str
     batch_id: str
     envelopes: tuple[Envelope, ...] = field(default_factory=tuple)
+    #: The JSON lines of ``envelopes`` when the batcher already built them (it measures each
+    #: line's exact size); not part of equality: always equal to serializing ``envelopes``.
+    lines: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def topic(self) -> str:
@@ -79,8 +109,11 @@ class Batch:
 
     def to_jsonl(self) -> bytes:
         """The batch as UTF-8 JSON lines (one envelope per line, trailing newline)."""
-        return "".join(e.to_json() + "\n" for e in self.envelopes).encode()
+        lines = self.lines
+        if lines is None:
+            lines = tuple(e.to_json_bytes() + b"\n" for e in self.envelopes)
+        return b"".join(lines)
 
     @classmethod
     def envelopes_from_jsonl(cls, data: bytes) -> list[Envelope]:
-        return [Envelope.from_json(line) for line in data.decode().splitlines() if line.strip()]
+        return [Envelope.from_json(line) for line in data.splitlines() if line.strip()]

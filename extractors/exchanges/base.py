@@ -13,10 +13,13 @@ proves a gap (Binance, Coinbase) or only orders trades (KuCoin).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
+
+import orjson
 
 from extractors.envelope import Channel
 
@@ -24,6 +27,18 @@ from extractors.envelope import Channel
 DATA_CHANNELS: tuple[Channel, ...] = ("ticker", "trades", "l1")
 
 FrameKind = Literal["data", "control", "ack", "error", "reconnect"]
+
+
+def loads(text: str) -> Any:
+    """Parse a frame: orjson (about 3x the stdlib's speed), and the stdlib for what orjson
+    refuses but the stdlib reads (``NaN``, a lone surrogate escape), so a frame never becomes a
+    dead letter that was data before. Invalid JSON raises ``json.JSONDecodeError`` either way.
+    (One difference is kept: an integer beyond 64 bits reads as a float, so such an id is a
+    ``bad_field`` dead letter; no venue has ids near 2**63.)"""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class UnknownFrame(ValueError):

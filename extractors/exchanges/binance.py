@@ -23,6 +23,7 @@ from extractors.exchanges.base import (
     UnknownFrame,
     as_int,
     chunks,
+    loads,
 )
 
 NAME = "binance"
@@ -109,7 +110,7 @@ def ping_message(n: int) -> str | None:
 
 def classify(text: str) -> Frame:
     """Sort a combined-stream frame; raises ``ValueError`` (bad JSON) or :class:`UnknownFrame`."""
-    doc = json.loads(text)
+    doc = loads(text)
     if isinstance(doc, dict) and "stream" in doc and "data" in doc:
         return _on_stream(str(doc["stream"]), doc["data"])
     if isinstance(doc, dict) and "id" in doc and "result" in doc:

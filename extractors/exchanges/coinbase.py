@@ -24,6 +24,7 @@ from extractors.exchanges.base import (
     TradesPage,
     UnknownFrame,
     as_int,
+    loads,
 )
 
 NAME = "coinbase"
@@ -105,7 +106,7 @@ def ping_message(n: int) -> str | None:
 
 
 def classify(text: str) -> Frame:
-    doc = json.loads(text)
+    doc = loads(text)
     if not isinstance(doc, dict) or "type" not in doc:
         raise UnknownFrame("not an object with a type")
     kind = doc["type"]

@@ -25,6 +25,7 @@ from extractors.exchanges.base import (
     UnknownFrame,
     as_int,
     chunks,
+    loads,
 )
 
 NAME = "kucoin"
@@ -133,7 +134,7 @@ def ping_message(n: int) -> str | None:
 
 
 def classify(text: str) -> Frame:
-    doc = json.loads(text)
+    doc = loads(text)
     if not isinstance(doc, dict) or "type" not in doc:
         raise UnknownFrame("not an object with a type")
     kind = doc["type"]
