@@ -324,15 +324,16 @@ GOLD_EXCHANGE_VOLUME_DAILY = TableSpec(
 )
 
 #: Per expectation of a batch: its stable name (``meta["name"]`` in the suite), GX type, severity,
-#: rows judged and rows unexpected, and whether it passed.
+#: rows judged and rows unexpected, and whether it passed. (Nullable: Delta refuses NOT NULL
+#: constraints inside arrays.)
 DQ_EXPECTATION = StructType(
     [
-        StructField("name", StringType(), False),
-        StructField("type", StringType(), False),
-        StructField("severity", StringType(), False),
-        StructField("evaluated", LongType(), False),
-        StructField("failed", LongType(), False),
-        StructField("success", BooleanType(), False),
+        StructField("name", StringType(), True),
+        StructField("type", StringType(), True),
+        StructField("severity", StringType(), True),
+        StructField("evaluated", LongType(), True),
+        StructField("failed", LongType(), True),
+        StructField("success", BooleanType(), True),
     ]
 )
 
