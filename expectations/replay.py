@@ -20,17 +20,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from expectations.suites import DqSettings
 from expectations.validate import REASON_PREFIX, Validator
-from lake.delta_io import ensure_table, merge_rows
+from lake.delta_io import ensure_table, merge_rows, table_version
 from lake.tables import SILVER_QUARANTINE, SILVER_USDT_RATES, Lake, table
 from spark_jobs.columns import minute_of
 from spark_jobs.runtime import read_table
-from spark_jobs.silver import dedupe_first
 from spark_jobs.usdt import PRICERS, attach_rates
 
 logger = logging.getLogger(__name__)
@@ -81,14 +80,15 @@ def replay(
             return ReplayReport(table_name, validated.rows, 0, 0)
         good = validated.good
         if "recv_ts" in good.columns:  # first received wins, as in silver
-            good = dedupe_first(good, spec.key, (F.col("recv_ts").asc(),))
+            first = Window.partitionBy(*spec.key).orderBy(F.col("recv_ts").asc())
+            good = good.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
         else:
             good = good.dropDuplicates(list(spec.key))
         if table_name in PRICERS:
             good = _price(spark, good, lake=lake, table_name=table_name, carry=rate_carry_minutes)
-        ensure_table(spark, lake, table_name)
+        before = table_version(spark, lake, table_name)
         merge_rows(good.select(*spec.columns), lake=lake, name=table_name, update_columns=())
-        inserted = _last_inserted(spark, lake, table_name)
+        inserted = _inserted_since(spark, lake, table_name, before)
         report = ReplayReport(table_name, validated.rows, passing, inserted)
         logger.info("replayed %s: %s", table_name, report)
         return report
@@ -109,8 +109,10 @@ def _price(spark: SparkSession, rows, *, lake: Lake, table_name: str, carry: int
     return priced.transform(PRICERS[table_name])
 
 
-def _last_inserted(spark: SparkSession, lake: Lake, table_name: str) -> int:
-    last = ensure_table(spark, lake, table_name).history(1).select("operation", "operationMetrics").first()
-    if last is None or last["operation"] != "MERGE":
+def _inserted_since(spark: SparkSession, lake: Lake, table_name: str, version: int) -> int:
+    """Rows our MERGE inserted: none if it committed nothing (Delta skips a MERGE that changes nothing)."""
+    history = ensure_table(spark, lake, table_name).history(1)
+    last = history.select("version", "operation", "operationMetrics").first()
+    if last is None or last["version"] <= version or last["operation"] != "MERGE":
         return 0
     return int((last["operationMetrics"] or {}).get("numTargetRowsInserted", 0))

@@ -1,0 +1,110 @@
+"""The pipeline-facing API: parser rejects, broken batches pass, alerts, gold.dq_results, replay."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from prometheus_client import REGISTRY
+from pyspark.sql import functions as F
+
+from expectations import DqSettings, Validator, record
+from expectations.replay import replay
+from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES
+from spark_jobs.runtime import read_table, write_quarantine
+from tests.expectations.frames import EVENT, NOW, frame
+
+pytestmark = pytest.mark.spark
+
+TRADES = SILVER_TRADES.name
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_parser_rejects_go_to_bad_with_their_reason_and_are_not_evaluated(spark, caplog) -> None:
+    rows = [
+        {"trade_id": "1"},
+        {"trade_id": "2", "price": None, "_error": "unknown_market"},
+        {"trade_id": "3", "price": Decimal("-2")},
+    ]
+    df = frame(spark, TRADES, rows, internal=True)
+    alerts = _metric("cryptolake_dq_alerts_total", table=TRADES)
+    with caplog.at_level(logging.WARNING, logger="expectations.validate"):
+        v = Validator().validate(df, table=TRADES, batch_id=4, now=NOW, run_gx=False)
+    try:
+        reasons = {
+            r["id"]: r["reason"]
+            for r in v.bad.select(F.get_json_object("row_json", "$.trade_id").alias("id"), "reason").collect()
+        }
+        assert reasons == {"2": "unknown_market", "3": "expectation:price_positive"}
+        assert [r["trade_id"] for r in v.good.collect()] == ["1"]
+        assert v.good.columns == df.columns  # _raw and _error kept for the silver writer
+        price_present = next(r for r in v.results if r.name == "price_present")
+        assert (price_present.evaluated, price_present.failed) == (2, 0)  # the reject is not judged
+        assert (v.rows, v.quarantined, v.failed, v.parse_rejected) == (3, 2, 1, 1)
+        # 2 of 3 quarantined > 5 %: a warning and the alert counter
+        assert _metric("cryptolake_dq_alerts_total", table=TRADES) == alerts + 1
+        assert _metric("cryptolake_dq_quarantined_ratio", table=TRADES) == pytest.approx(2 / 3)
+        assert any(
+            "data-quality alert" in r.message and "price_positive=1" in r.message for r in caplog.records
+        )
+    finally:
+        v.release()
+
+
+def test_a_batch_that_cannot_be_validated_passes_through_and_never_raises(spark) -> None:
+    df = frame(spark, TRADES, [{"trade_id": "1"}]).drop("price")
+    errors = _metric("cryptolake_dq_validation_errors_total", table=TRADES)
+    v = Validator().validate(df, table=TRADES, batch_id=5, now=NOW)
+    assert v.engine == "error" and not v.success and v.error is not None
+    assert v.good is df and v.bad.count() == 0
+    assert _metric("cryptolake_dq_validation_errors_total", table=TRADES) == errors + 1
+
+
+def test_dq_results_one_row_per_suite_table_batch_and_rewritten_idempotently(spark, lake) -> None:
+    validator = Validator()
+    df = frame(spark, TRADES, [{"trade_id": "1"}, {"trade_id": "2", "size": Decimal("0")}])
+    first = validator.validate(df, table=TRADES, batch_id=11, now=NOW, run_gx=False)
+    second = validator.validate(df.limit(1), table=TRADES, batch_id=12, now=NOW, run_gx=False)
+    record(spark, [first, second], lake=lake)
+    record(spark, [first], lake=lake)  # the batch again (a restart): the same key, one row
+    first.release()
+    second.release()
+    rows = {r["batch_id"]: r for r in read_table(spark, lake, GOLD_DQ_RESULTS.name).collect()}
+    assert sorted(rows) == [11, 12]
+    r = rows[11]
+    assert (r["suite"], r["table"], r["success"], r["engine"]) == (TRADES, TRADES, False, "spark")
+    assert (r["evaluated"], r["failed"], r["quarantined"]) == (2, 1, 1)
+    size = next(e for e in r["expectations"] if e["name"] == "size_positive")
+    assert (size["evaluated"], size["failed"], size["success"], size["severity"]) == (2, 1, False, "critical")
+    assert rows[12]["success"] and rows[12]["failed"] == 0
+
+
+def test_replay_reinserts_rows_a_fixed_suite_accepts_once(spark, lake) -> None:
+    # A suite too strict on latency (0.5 s) quarantines two good trades with the one bad one.
+    strict = Validator(DqSettings(max_latency_s=0.5))
+    rows = [
+        {"trade_id": "1", "recv_ts": EVENT + timedelta(seconds=2)},
+        {"trade_id": "2", "recv_ts": EVENT + timedelta(seconds=3), "price": Decimal("0.000000000000000001")},
+        {"trade_id": "3", "recv_ts": EVENT + timedelta(seconds=2), "price": Decimal("-1")},
+    ]
+    v = strict.validate(frame(spark, TRADES, rows, internal=True), table=TRADES, batch_id=0, now=NOW)
+    assert v.quarantined == 3
+    write_quarantine(v.bad, lake=lake, app_id="test-quarantine", version=0)
+    v.release()
+
+    report = replay(spark, lake=lake, table_name=TRADES, settings=DqSettings(), now=NOW)
+    assert (report.examined, report.passing, report.inserted) == (3, 2, 2)
+    again = replay(spark, lake=lake, table_name=TRADES, settings=DqSettings(), now=NOW)
+    assert (again.examined, again.passing, again.inserted) == (3, 2, 0)
+
+    rows_stored = read_table(spark, lake, TRADES).collect()
+    assert sorted(r["trade_id"] for r in rows_stored) == ["1", "2"]
+    stored = {r["trade_id"]: r for r in rows_stored}
+    assert stored["2"]["price"] == Decimal("0.000000000000000001")  # exact through the JSON round trip
+    assert stored["1"]["recv_ts"] == (EVENT + timedelta(seconds=2)).replace(tzinfo=None)
+    assert stored["1"]["trade_date"] == EVENT.date()
