@@ -8,14 +8,32 @@ The live pipeline calls, inside ``foreachBatch`` and before the write::
     record(spark, [v, ...], lake=lake)  # gold.dq_results, idempotent per (suite, table, batch_id)
     v.release()
 
-See ``docs/quality.md``.
+See ``docs/quality.md``. The names below are imported lazily: importing Great Expectations pulls in
+``pyspark.sql.connect``, which calls ``sys.exit(0)`` when imported while ``__main__`` is not set up
+yet (``python -c``, and ``python -m expectations`` while this package is imported first).
 """
 
 from __future__ import annotations
 
-from expectations.results import record
-from expectations.suites import SUITES, DqSettings, suite_for
-from expectations.validate import REASON_PREFIX, ExpectationResult, Validated, Validator, validate
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from expectations.results import record
+    from expectations.suites import SUITES, DqSettings, suite_for
+    from expectations.validate import REASON_PREFIX, ExpectationResult, Validated, Validator, validate
+
+_WHERE = {
+    "record": "expectations.results",
+    "SUITES": "expectations.suites",
+    "DqSettings": "expectations.suites",
+    "suite_for": "expectations.suites",
+    "REASON_PREFIX": "expectations.validate",
+    "ExpectationResult": "expectations.validate",
+    "Validated": "expectations.validate",
+    "Validator": "expectations.validate",
+    "validate": "expectations.validate",
+}
 
 __all__ = [
     "REASON_PREFIX",
@@ -28,3 +46,9 @@ __all__ = [
     "suite_for",
     "validate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'expectations' has no attribute {name!r}")
