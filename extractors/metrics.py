@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -15,10 +16,38 @@ _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class LocalCounts:
+    """Per-frame counter increments, kept in a plain dict and added to Prometheus in one go.
+
+    A labelled ``Counter.inc`` takes a lock (and ``labels()`` a lookup): per frame that was
+    6.5 % of the extractor's CPU. Hot paths call :meth:`inc` with a cached child instead; the
+    runner flushes per written batch and every 0.25 s, :meth:`Metrics.value` before each read.
+    Single-threaded (the event loop's).
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+
+    def inc(self, child: Any, n: int = 1) -> None:
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + n
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for child, n in counts.items():
+            child.inc(n)
+
+
 class Metrics:
-    """Every metric the extractors export. A fresh instance has a fresh registry (tests make many)."""
+    """Every metric the extractors export. A fresh instance has a fresh registry (tests make many).
+
+    ``local`` buffers the per-frame counters (frames, envelopes): see :class:`LocalCounts`.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.local = LocalCounts()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         p = "cryptolake_extractor_"
@@ -144,5 +173,6 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (tests and the benchmark read metrics through this)."""
+        self.local.flush()
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Protocol
 
 from extractors.envelope import Batch
@@ -40,3 +41,15 @@ async def close_within(sink: Sink, deadline: float | None) -> None:
         await sink.close(deadline=deadline)  # type: ignore[call-arg]
     else:
         await sink.close()
+
+
+async def write_all(sink: Sink, batches: Sequence[Batch]) -> None:
+    """``sink.write_many(batches)`` when the sink has it (one group commit: our landing sink and
+    spool), else ``sink.write`` of each batch in order. Returns once every batch is durable; if
+    it raises, some may already be (delivery is at-least-once)."""
+    write_many = getattr(sink, "write_many", None)
+    if write_many is not None:
+        await write_many(batches)
+        return
+    for batch in batches:
+        await sink.write(batch)

@@ -45,7 +45,7 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,15 +223,21 @@ class LandingSink:
 
     async def write(self, batch: Batch) -> None:
         """Append ``batch`` to its open part and fsync; returns once it is on local disk."""
+        await self.write_many([batch])
+
+    async def write_many(self, batches: Sequence[Batch]) -> None:
+        """Append every batch (one gzip member each, in order) to its open part with one fsync
+        per part touched (a group commit), in one thread hop; returns once all are on local
+        disk. If it raises, some of the batches may be on disk already (at-least-once)."""
         if self._closed:
             raise SinkError(f"{self.name}: sink is closed", retryable=False)
         if self._fatal:
             raise SinkError(f"{self.name}: {self._fatal}", retryable=False)
-        if not batch.envelopes:
+        items = [(batch, batch.to_jsonl()) for batch in batches if batch.envelopes]
+        if not items:
             return
         self._ensure_roller()
         started = time.monotonic()
-        raw = batch.to_jsonl()
         async with self._lock:
             backlog = sum(p.size for p in self._pending)
             if backlog > self._settings.staging_max_bytes:
@@ -242,16 +248,19 @@ class LandingSink:
                     retryable=True,
                 )
             try:
-                part = await _uncancellable_thread(self._append, batch, raw)
+                parts = await _uncancellable_thread(self._append_many, items)
             except OSError as exc:
                 metrics.WRITE_ERRORS.labels(self.name, "true").inc()
                 raise SinkError(f"{self.name}: staging write failed: {exc}", retryable=True) from exc
-            if part.size >= self._settings.roll_bytes:
-                self._detach(part)
-                self._wake.set()
-        metrics.BATCH_ENVELOPES.labels(self.name).observe(len(batch.envelopes))
-        metrics.BATCH_BYTES.labels(self.name).observe(len(raw))
-        metrics.WRITE_SECONDS.labels(self.name).observe(time.monotonic() - started)
+            for part in parts:
+                if part.size >= self._settings.roll_bytes and part.fh is not None:
+                    self._detach(part)
+                    self._wake.set()
+        elapsed = time.monotonic() - started
+        for batch, raw in items:
+            metrics.BATCH_ENVELOPES.labels(self.name).observe(len(batch.envelopes))
+            metrics.BATCH_BYTES.labels(self.name).observe(len(raw))
+        metrics.WRITE_SECONDS.labels(self.name).observe(elapsed)
 
     async def close(self, *, deadline: float | None = None) -> None:
         """Finish every part (rename/upload) within ``close_timeout_s`` and by ``deadline``
@@ -360,7 +369,36 @@ class LandingSink:
 
     # --- blocking file and S3 work (run in threads) ---------------------------------------
 
+    def _append_many(self, items: Sequence[tuple[Batch, bytes]]) -> list[_Part]:
+        """Write each batch as a gzip member to its part, then fsync every part touched once."""
+        touched: list[_Part] = []
+        for batch, raw in items:
+            part = self._append(batch, raw)
+            if part not in touched:
+                touched.append(part)
+        if self._settings.fsync:
+            for part in touched:
+                if part.fh is None:
+                    continue
+                try:
+                    os.fsync(part.fh.fileno())
+                except OSError:
+                    # What reached the disk is unknown: finish the part as it is (complete
+                    # members only); the caller retries the whole group (at-least-once).
+                    part.fh.close()
+                    part.fh = None
+                    for group, open_part in list(self._open.items()):
+                        if open_part is part:
+                            del self._open[group]
+                    with contextlib.suppress(OSError):
+                        part.size = _truncate_to_complete(part.path)
+                    if part.path.exists() and part.size > 0:
+                        self._pending.append(part)
+                    raise
+        return touched
+
     def _append(self, batch: Batch, raw: bytes) -> _Part:
+        """Write ``batch``'s gzip member to its open part (flushed, not yet fsynced)."""
         member = gzip.compress(raw, compresslevel=self._settings.compress_level, mtime=0)
         group = landing_partition(batch)
         part = self._open.get(group)
@@ -376,8 +414,6 @@ class LandingSink:
         try:
             part.fh.write(member)
             part.fh.flush()
-            if self._settings.fsync:
-                os.fsync(part.fh.fileno())
         except OSError:
             # Cut the torn member off so the file stays valid; the part is finished as is.
             part.fh.close()

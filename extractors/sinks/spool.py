@@ -46,13 +46,14 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
 from extractors.sinks import metrics
-from extractors.sinks.base import Sink, SinkError, close_within
+from extractors.sinks.base import Sink, SinkError, close_within, write_all
 
 logger = logging.getLogger(__name__)
 
@@ -423,6 +424,11 @@ class SpooledSink:
         return len(self._queue)
 
     async def write(self, batch: Batch) -> None:
+        await self.write_many([batch])
+
+    async def write_many(self, batches: Sequence[Batch]) -> None:
+        """Write ``batches`` through in one call of the inner sink's ``write_many`` (a group
+        commit; one by one if it has none), or spool them all, in order."""
         if self._closed:
             raise SinkError(f"{self.name}: sink is closed", retryable=False)
         if self._failure is not None:
@@ -431,19 +437,23 @@ class SpooledSink:
                 f"{len(self._queue)} batch(es) wait in {self.directory}",
                 retryable=False,
             ) from self._failure
+        if not batches:
+            return
         async with self._lock:
             if not self._queue:
                 try:
-                    await self._inner_write(batch)
+                    await self._inner_write(batches)
                     return
                 except SinkError as exc:
                     if not exc.retryable:
                         raise
                     logger.warning("%s: write failed (%s); spooling to %s", self.name, exc, self.directory)
-                    await self._spool(batch)
+                    for batch in batches:
+                        await self._spool(batch)
                     self._ensure_replayer(delay_first=True)
                     return
-            await self._spool(batch)
+            for batch in batches:
+                await self._spool(batch)
             self._ensure_replayer(delay_first=False)
 
     async def close(self, *, deadline: float | None = None) -> None:
@@ -484,9 +494,9 @@ class SpooledSink:
 
     # --- internals ---------------------------------------------------------------------------
 
-    async def _inner_write(self, batch: Batch) -> None:
+    async def _inner_write(self, batches: Sequence[Batch]) -> None:
         try:
-            await asyncio.wait_for(self.inner.write(batch), self._settings.write_timeout_s)
+            await asyncio.wait_for(write_all(self.inner, batches), self._settings.write_timeout_s)
         except TimeoutError:
             metrics.WRITE_ERRORS.labels(self.name, "true").inc()
             raise SinkError(
@@ -538,7 +548,7 @@ class SpooledSink:
                 return
             attempt_started = time.monotonic()
             try:
-                await self._inner_write(batch)
+                await self._inner_write([batch])
             except SinkError as exc:
                 if not exc.retryable:
                     self._failure = exc

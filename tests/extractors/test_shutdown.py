@@ -75,6 +75,7 @@ def test_the_whole_shutdown_keeps_one_deadline_from_the_signal_even_when_a_sink_
             task = asyncio.create_task(cli.run(settings, [sink], Metrics()))
             await wait_for(lambda: sink.written >= 3, seconds(10))
             sink.stuck = True
+            await wait_for(lambda: bool(sink.stuck_writes), seconds(10))  # the writer hangs now
             moments["signal"] = time.monotonic()
             signal.raise_signal(signal.SIGTERM)  # run() has installed its handler by now
             await asyncio.wait_for(task, seconds(30))  # a hang guard, not a timing check
@@ -82,11 +83,12 @@ def test_the_whole_shutdown_keeps_one_deadline_from_the_signal_even_when_a_sink_
 
     with caplog.at_level(logging.INFO):
         asyncio.run(scenario())
-    assert sink.stuck_writes, "no write was pending at shutdown: the scenario proves nothing"
     assert sink.close_deadline is not None
-    # One deadline, fixed at the signal, before the shutdown's first write started.
+    # One deadline, fixed at the signal: the close got it, and the stuck final writes were
+    # given up at their point inside it (the run waited that long, and then went on).
     started = sink.close_deadline - budget_s
-    assert moments["signal"] <= started <= min(sink.stuck_writes)
+    assert moments["signal"] <= started
+    assert started + budget_s * ShutdownBudget.WRITE_SHARE <= moments["returned"]
     messages = [r.getMessage() for r in caplog.records]
     assert any("not yet durable" in m and "next start" in m for m in messages), messages
 
