@@ -116,7 +116,8 @@ class LiveQuery:
 
 def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | WriterId) -> LiveWriter:
     """The live query's ``foreachBatch``: bronze, then every silver table from the same rows."""
-    markets = MarketsCache(lake)
+    # This query writes the markets itself (and says so); other writers are looked for each minute.
+    markets = MarketsCache(lake, recheck_s=60.0)
     book = RateBook()
     priced = (silver_trades.JOB, silver_tickers.JOB, silver_l1.JOB)
     # Only trades are re-priced live: re-pricing tickers and L1 too doubled the work per minute and
@@ -137,6 +138,7 @@ def live_batch_writer(*, lake: Lake, silver: SilverSettings, app_id: str | Write
                 # No txn id: the MERGE is idempotent by itself (the newest snapshot wins), and a
                 # session-wide txn setting would leak into the re-pricer's concurrent MERGEs.
                 silver_markets.write_markets(rows, batch_id, lake=lake, app_id=None)
+                markets.invalidate()
             known = markets.get(spark)
 
             def write(job: PricedJob) -> tuple[int, ...]:

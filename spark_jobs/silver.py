@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -51,6 +51,7 @@ from spark_jobs.usdt import (
     observe_prices,
     rate_rows,
     rates_frame,
+    recency,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,16 +87,26 @@ class MarketsCache:
     """``silver.markets`` held in memory, re-read only when the table has a new version.
 
     Every micro-batch joins its rows with the markets; reading the table each time costs a Delta
-    snapshot and a scan. Checking the version costs one read of the transaction log's tail.
+    snapshot and a scan. Checking the version costs a read of the transaction log's tail (~0.2 s),
+    so a writer that writes the markets itself (the live pipeline) calls :meth:`invalidate` when
+    it does and checks for other writers only every ``recheck_s`` seconds.
     """
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, *, recheck_s: float = 0.0) -> None:
         self._lake = lake
+        self._recheck_s = recheck_s
+        self._checked = float("-inf")
         self._version: int | None = None
         self._markets: DataFrame | None = None
 
+    def invalidate(self) -> None:
+        self._checked = float("-inf")
+
     def get(self, spark: SparkSession) -> DataFrame:
+        if self._markets is not None and time.monotonic() - self._checked < self._recheck_s:
+            return self._markets
         version = table_version(spark, self._lake, SILVER_MARKETS.name)
+        self._checked = time.monotonic()
         if self._markets is None or version != self._version:
             if self._markets is not None:
                 self._markets.unpersist()
@@ -297,8 +308,14 @@ def write_priced_batch(
     try:
         ok = F.col("_error").isNull()
         # One small action tells everything the plan below needs (which minutes, any rejects).
+        # Trades also bring what the rate book needs, so it learns the batch's prices from this
+        # collect instead of a second job (see _observe_first_copies).
+        observed = _observed() if target.computes_rates and book is not None else ()
         keyed = rows.select(
-            ok.alias("ok"), F.unix_timestamp("_minute").alias("m"), key_text(target.key).alias("k")
+            ok.alias("ok"),
+            F.unix_timestamp("_minute").alias("m"),
+            key_text(target.key).alias("k"),
+            *observed,
         ).collect()
         minutes = tuple(sorted({r["m"] for r in keyed if r["ok"] and r["m"] is not None}))
         if any(not r["ok"] for r in keyed):
@@ -331,7 +348,10 @@ def write_priced_batch(
             if target.computes_rates:
                 # The kept rows, not every copy: a re-delivered copy has a later receive time and
                 # must not become "the last trade" of its minute instead of the row silver keeps.
-                observe_prices(book, market_prices(kept))
+                if older:  # which old-minute rows are stored copies only the anti-join knows
+                    observe_prices(book, market_prices(kept))
+                else:
+                    _observe_first_copies(book, keyed, stored=set(known))
             rates = rates_frame(session, rate_rows(book, needed))
         else:
             rates = read_table(session, lake, SILVER_USDT_RATES.name).where(
@@ -348,6 +368,44 @@ def write_priced_batch(
         return minutes
     finally:
         rows.unpersist()
+
+
+def _observed() -> tuple[Column, ...]:
+    """What :func:`_observe_first_copies` reads of each trade (besides ``ok``, ``m`` and ``k``)."""
+    return (
+        F.col("base"),
+        F.col("quote"),
+        F.col("price"),
+        F.unix_micros("event_ts").alias("event_us"),
+        F.unix_micros("recv_ts").alias("recv_us"),
+        F.col("exchange"),
+        F.col("trade_id"),
+        F.col("source"),
+        F.col("_raw"),
+    )
+
+
+def _observe_first_copies(book: RateBook, keyed: Sequence[Row], *, stored: set[str]) -> None:
+    """Hand the book the batch's new trades: per key the copy silver keeps, none already stored.
+
+    The copy kept is the first in the trades table's order (receive time, websocket before REST,
+    raw text), as :func:`dedupe_first` picks it; the book keeps the latest trade per market and
+    minute, so this gives what :func:`market_prices` of the kept rows would.
+    """
+    first: dict[str, Row] = {}
+    for r in keyed:
+        if not r["ok"] or r["m"] is None or r["k"] in stored:
+            continue
+        seen = first.get(r["k"])
+        if seen is None or _copy_order(r) < _copy_order(seen):
+            first[r["k"]] = r
+    for r in first.values():
+        when = recency(r["event_us"], r["recv_us"], r["exchange"], r["trade_id"])
+        book.observe(r["base"], r["quote"], r["m"], when, r["price"])
+
+
+def _copy_order(r: Row) -> tuple[int, bool, str]:
+    return (r["recv_us"], r["source"] != "ws", r["_raw"])
 
 
 def reprice(

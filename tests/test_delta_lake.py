@@ -11,7 +11,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from lake.delta_io import merge_upsert
+from lake.delta_io import BATCHES, append, merge_upsert
 from lake.tables import SILVER_MARKETS, SILVER_USDT_RATES, Lake
 
 pytestmark = pytest.mark.spark
@@ -118,3 +118,37 @@ def test_streaming_query_reads_and_writes_delta_with_available_now(spark: SparkS
     )
     query.awaitTermination(120)
     assert spark.read.format("delta").load(sink_path).count() == 3
+
+
+def test_an_append_replayed_with_the_same_batch_is_skipped_even_after_a_restart(
+    spark: SparkSession, lake: Lake
+) -> None:
+    minute = datetime(2026, 11, 1, 12, 1)
+    rows = _rates(spark, [("BTC", minute, Decimal("1"), "direct")])
+    path = lake.path("silver.usdt_rates")
+
+    def count() -> int:
+        return spark.read.format("delta").load(path).count()
+
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-a", version=3)
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-a", version=3)  # replayed in-process
+    assert count() == 1
+    BATCHES.forget()  # a new process knows only the table's history
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-a", version=2)
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-a", version=3)
+    assert count() == 1
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-b", version=3)  # another writer
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-a", version=4)
+    assert count() == 3
+    BATCHES.forget()
+    append(rows, lake=lake, name="silver.usdt_rates", app_id="query-b", version=3)
+    assert count() == 3
+    tags = [
+        json.loads(next(a for a in c["actions"] if "commitInfo" in a)["commitInfo"]["userMetadata"])
+        for c in _delta_log_versions(path)[1:]
+    ]
+    assert tags == [
+        {"writer": "query-a", "batch": 3},
+        {"writer": "query-b", "batch": 3},
+        {"writer": "query-a", "batch": 4},
+    ]
