@@ -4,17 +4,17 @@ Tables (see ``docs/gold.md``): ``gold.ohlcv_1m`` (per exchange, symbol, minute),
 ``gold.ohlcv_1m_composite`` (per base asset and minute, every exchange in USDT),
 ``gold.exchange_volume_daily`` (per exchange, day, symbol), ``gold.l1_latest`` and ``gold.l1_1s``.
 
-**Recompute the touched keys, then MERGE.** :func:`update_gold` is told which bars a micro-batch
-touched: the (exchange, symbol, minute) of the trades it wrote, and/or whole minutes (what the live
-pipeline knows: the minutes its silver write returned, and the minutes a re-pricing reached). It
-reads the trades of those bars back from ``silver.trades`` (date partitions and ``event_ts``
-statistics bound the read), aggregates them, and MERGEs into ``gold.ohlcv_1m``, rewriting only the
-bars whose values changed; then the composite bars of the touched (base, minute) and the daily
-volumes of the touched (day, symbol) are recomputed from ``gold.ohlcv_1m`` the same way. Every value
-is a function of silver's rows, so a replayed batch changes nothing, a late trade fixes its bar and
-a re-priced trade fixes the USDT columns as soon as its minute is passed in. No ``txnAppId`` is
-needed (and none is set: it is a session-wide setting that would leak into the live pipeline's
-concurrent writers).
+**Recompute the touched keys, write what changed.** :func:`update_gold` (or a long-lived
+:class:`GoldWriter`) is told which bars a micro-batch touched: the (exchange, symbol, minute) of the
+trades it wrote, and/or whole minutes (what the live pipeline knows: the minutes its silver write
+returned, and the minutes a re-pricing reached). It reads the trades of those bars back from
+``silver.trades`` (date partitions and ``event_ts`` statistics bound the read) and aggregates them
+in one Spark job; the bars whose values changed, the composite bars of their (base, minute) and
+the daily volumes of their (day, symbol) are then computed on the driver from the bars and daily
+sums the writer holds, and MERGEd (three tables in parallel). Every value is a function of silver's
+rows, so a replayed batch writes nothing, a late trade fixes its bar and a re-priced trade fixes
+the USDT columns as soon as its minute is passed in. No ``txnAppId`` is needed (and none is set:
+it is a session-wide setting that would leak into the live pipeline's concurrent writers).
 
 **L1.** The newest quote per key is an order-independent maximum over (``event_ts``, ``sequence``),
 so :func:`update_l1` MERGEs a batch's quotes with "newer wins" (and "same quote, re-priced, wins")
@@ -23,7 +23,7 @@ without reading silver back.
 **Exact decimals.** OHLC are exchange prices; ``quote_volume`` sums ``price x size`` rounded half-up
 to 15 digits per trade (like silver's ``notional_usdt``); ``volume_usdt`` sums ``notional_usdt``;
 ``vwap`` = ``quote_volume / volume`` and the other ratios are rounded half-up to 18 digits in Python
-decimals on the driver (:func:`finish_ratios`): Spark types a ``DECIMAL(38,18)`` quotient
+decimals on the driver (:func:`bar_ratios`): Spark types a ``DECIMAL(38,18)`` quotient
 ``DECIMAL(38,6)``.
 
     python -m spark_jobs.gold --lake-root lake-data --trigger availableNow
@@ -38,18 +38,20 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lake.config import ConfigError
-from lake.delta_io import ensure_tables, merge_rows
+from lake.delta_io import append, ensure_tables, merge_rows
 from lake.session import build_spark
 from lake.tables import (
     GOLD_EXCHANGE_VOLUME_DAILY,
@@ -62,11 +64,9 @@ from lake.tables import (
     SILVER_TRADES,
     Lake,
     TableSpec,
-    table,
 )
 from spark_jobs.columns import minute_of, mul
 from spark_jobs.runtime import SETTING_HELP, build_parser, parse_trigger, read_table, resolve, start
-from spark_jobs.silver import Range, minute_ranges, union_ranges, within
 
 logger = logging.getLogger(__name__)
 
@@ -95,36 +95,25 @@ def _divide(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return _CONTEXT.divide(a, b).quantize(_Q18, rounding=ROUND_HALF_UP, context=_CONTEXT)
 
 
-#: Ratio columns finished on the driver: (column, numerator, denominator), by table.
-RATIOS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    GOLD_OHLCV_1M.name: (("vwap", "quote_volume", "volume"), ("vwap_usdt", "volume_usdt", "volume")),
-    GOLD_OHLCV_1M_COMPOSITE.name: (("vwap_usdt", "volume_usdt", "volume"),),
-    GOLD_EXCHANGE_VOLUME_DAILY.name: (("venue_share", "volume_usdt", "_venue_volume_usdt"),),
-}
+Values = dict[str, Any]
 
 
-def finish_ratios(rows: Iterable[Row], *, name: str) -> list[tuple[object, ...]]:
-    """Aggregated rows of table ``name`` -> its rows as tuples, every ratio column filled exactly.
+def bar_ratios(bar: Values) -> Values:
+    """A bar with ``vwap`` and ``vwap_usdt`` filled: ``quote_volume / volume``, ``volume_usdt / volume``.
 
-    Each ratio is ``numerator / denominator`` rounded half-up to 18 fraction digits in Python
-    decimals (``NULL`` when either is ``NULL`` or the denominator is 0). Spark types the quotient of
-    two ``DECIMAL(38,18)`` ``DECIMAL(38,6)``, and no cast of the operands keeps 18 exact digits at
-    every magnitude; the rows are aggregates (bars, days), a few hundred per micro-batch, so they
-    are finished on the driver rather than in a Python UDF (executors need no Python worker).
+    Ratios are rounded half-up to 18 fraction digits in Python decimals on the driver (``NULL`` when
+    an operand is ``NULL`` or the divisor 0). Spark types the quotient of two ``DECIMAL(38,18)``
+    ``DECIMAL(38,6)``, and no cast of the operands keeps 18 exact digits at every magnitude; the
+    rows are aggregates, a few hundred per micro-batch, so a Python UDF (and a Python worker on
+    every executor) is not worth it.
     """
-    columns = table(name).columns
-    ratios = RATIOS[name]
-    out = []
-    for row in rows:
-        values = row.asDict()
-        for column, numerator, denominator in ratios:
-            values[column] = _divide(values[numerator], values[denominator])
-        out.append(tuple(values[c] for c in columns))
-    return out
+    bar["vwap"] = _divide(bar["quote_volume"], bar["volume"])
+    bar["vwap_usdt"] = _divide(bar["volume_usdt"], bar["volume"])
+    return bar
 
 
-def _finished(spark: SparkSession, rows: list[Row], *, name: str) -> DataFrame:
-    return spark.createDataFrame(finish_ratios(rows, name=name), table(name).schema)
+def _frame(spark: SparkSession, rows: Iterable[Values], spec: TableSpec) -> DataFrame:
+    return spark.createDataFrame([tuple(r[c] for c in spec.columns) for r in rows], spec.schema)
 
 
 def quote_notional(price: Column, size: Column) -> Column:
@@ -143,7 +132,7 @@ def _trade_order() -> Column:
 def ohlcv_1m(trades: DataFrame) -> DataFrame:
     """Silver trades -> one bar per (exchange, symbol, minute) with every ``gold.ohlcv_1m`` column.
 
-    ``vwap``/``vwap_usdt`` are left ``NULL`` for :func:`finish_ratios`. Open/close are the
+    ``vwap``/``vwap_usdt`` are left ``NULL`` for :func:`bar_ratios`. Open/close are the
     first/last trade by (event time, trade id); the USDT columns are ``NULL``
     unless every trade of the bar has a USDT price (``open_usdt`` is the open trade's
     ``price_usdt``). Pass every trade of the bars wanted: a bar is only right when all its trades
@@ -199,79 +188,86 @@ def ohlcv_1m(trades: DataFrame) -> DataFrame:
     )
 
 
-def composite_1m(bars: DataFrame) -> DataFrame:
-    """``gold.ohlcv_1m`` bars -> one USDT bar per (base, minute) over every exchange and quote.
+def composite_1m(base: str, minute: datetime, bars: Iterable[Values]) -> Values | None:
+    """The USDT bar of ``base`` in ``minute`` from its ``gold.ohlcv_1m`` bars on every exchange.
 
-    Only priced bars count. Open is the open of the bar with the earliest first trade (ties: the
-    exchange, then the symbol, in name order), close the close of the bar with the latest last
-    trade (ties: the last exchange, then symbol, in name order); ``vwap_usdt`` = USDT volume /
-    base volume, left ``NULL`` for :func:`finish_ratios`.
+    Only priced bars count (``None`` if there is none). Open is the open of the bar with the
+    earliest first trade (ties: exchange, then symbol, in name order), close the close of the bar
+    with the latest last trade (ties: the last exchange, then symbol, in name order);
+    ``vwap_usdt`` = USDT volume / base volume (18 digits, half-up).
     """
-    first = F.struct(F.col("first_trade_ts"), F.col("exchange"), F.col("symbol"))
-    last = F.struct(F.col("last_trade_ts"), F.col("exchange"), F.col("symbol"))
-    return (
-        bars.where(F.col("volume_usdt").isNotNull())
-        .groupBy("base", "minute")
-        .agg(
-            F.min_by("open_usdt", first).alias("open_usdt"),
-            F.max("high_usdt").alias("high_usdt"),
-            F.min("low_usdt").alias("low_usdt"),
-            F.max_by("close_usdt", last).alias("close_usdt"),
-            F.sum("volume").cast(PRICE).alias("volume"),
-            F.sum("volume_usdt").cast(PRICE).alias("volume_usdt"),
-            F.sum("trade_count").alias("trade_count"),
-            F.min("first_trade_ts").alias("first_trade_ts"),
-            F.max("last_trade_ts").alias("last_trade_ts"),
-            F.array_join(F.array_sort(F.collect_set("exchange")), ",").alias("exchanges"),
-            F.array_join(F.array_sort(F.collect_set("symbol")), ",").alias("symbols"),
-        )
-        .select(
-            "base",
-            "minute",
-            "open_usdt",
-            "high_usdt",
-            "low_usdt",
-            "close_usdt",
-            F.lit(None).cast(PRICE).alias("vwap_usdt"),
-            "volume",
-            "volume_usdt",
-            "trade_count",
-            "first_trade_ts",
-            "last_trade_ts",
-            "exchanges",
-            "symbols",
-            F.to_date("minute").alias("bar_date"),
-            F.current_timestamp().alias("updated_ts"),
-        )
+    priced = [b for b in bars if b["volume_usdt"] is not None]
+    if not priced:
+        return None
+    first = min(priced, key=lambda b: (b["first_trade_ts"], b["exchange"], b["symbol"]))
+    last = max(priced, key=lambda b: (b["last_trade_ts"], b["exchange"], b["symbol"]))
+    volume = sum((b["volume"] for b in priced), Decimal(0))
+    volume_usdt = sum((b["volume_usdt"] for b in priced), Decimal(0))
+    return {
+        "base": base,
+        "minute": minute,
+        "open_usdt": first["open_usdt"],
+        "high_usdt": max(b["high_usdt"] for b in priced),
+        "low_usdt": min(b["low_usdt"] for b in priced),
+        "close_usdt": last["close_usdt"],
+        "vwap_usdt": _divide(volume_usdt, volume),
+        "volume": volume,
+        "volume_usdt": volume_usdt,
+        "trade_count": sum(b["trade_count"] for b in priced),
+        "first_trade_ts": first["first_trade_ts"],
+        "last_trade_ts": last["last_trade_ts"],
+        "exchanges": ",".join(sorted({b["exchange"] for b in priced})),
+        "symbols": ",".join(sorted({b["symbol"] for b in priced})),
+        "bar_date": minute.date(),
+    }
+
+
+def daily_sums(bars: DataFrame) -> DataFrame:
+    """``gold.ohlcv_1m`` bars -> sums per (exchange, day, symbol): what :class:`DaySums` holds."""
+    return bars.groupBy("exchange", F.col("bar_date").alias("trade_date"), "symbol", "base", "quote").agg(
+        F.sum("volume").cast(PRICE).alias("volume"),
+        F.sum("quote_volume").cast(PRICE).alias("volume_quote"),
+        F.sum("volume_usdt").cast(PRICE).alias("volume_usdt"),
+        F.sum("trade_count").alias("trade_count"),
+        F.sum(F.when(F.col("volume_usdt").isNull(), F.col("trade_count")).otherwise(0)).alias(
+            "unpriced_trade_count"
+        ),
+        F.count("volume_usdt").alias("priced_bars"),
     )
 
 
-def exchange_volume_daily(bars: DataFrame) -> DataFrame:
-    """``gold.ohlcv_1m`` bars -> volumes per (exchange, day, symbol) and the venue's USDT share.
+_DAY_SUMS = ("volume", "volume_quote", "volume_usdt", "trade_count", "unpriced_trade_count", "priced_bars")
 
-    Pass every bar of each (day, symbol) wanted, on every exchange: ``venue_share`` is the row's
-    ``volume_usdt`` over the sum of that symbol's ``volume_usdt`` on all exchanges that day.
-    ``volume_usdt`` sums the priced bars; ``unpriced_trade_count`` counts the trades of the others.
-    ``venue_share`` is left ``NULL`` for :func:`finish_ratios` (extra column ``_venue_volume_usdt``).
+
+def add_bar(sums: Values, bar: Values, sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) one bar's contribution to its day's sums, exactly."""
+    sums["volume"] += sign * bar["volume"]
+    sums["volume_quote"] += sign * bar["quote_volume"]
+    sums["trade_count"] += sign * bar["trade_count"]
+    if bar["volume_usdt"] is None:
+        sums["unpriced_trade_count"] += sign * bar["trade_count"]
+    else:
+        sums["volume_usdt"] = (sums["volume_usdt"] or Decimal(0)) + sign * bar["volume_usdt"]
+        sums["priced_bars"] += sign
+        if sums["priced_bars"] == 0:
+            sums["volume_usdt"] = None
+
+
+def daily_rows(day: date, symbol: str, venues: Iterable[Values]) -> list[Values]:
+    """``gold.exchange_volume_daily`` rows of one (day, symbol): the sums and each venue's share.
+
+    ``venue_share`` = the venue's ``volume_usdt`` / the sum over every venue with one (18 digits).
     """
-    day = Window.partitionBy("trade_date", "symbol")
-    return (
-        bars.groupBy("exchange", F.col("bar_date").alias("trade_date"), "symbol", "base", "quote")
-        .agg(
-            F.sum("volume").cast(PRICE).alias("volume"),
-            F.sum("quote_volume").cast(PRICE).alias("volume_quote"),
-            F.sum("volume_usdt").cast(PRICE).alias("volume_usdt"),
-            F.sum("trade_count").alias("trade_count"),
-            F.sum(F.when(F.col("volume_usdt").isNull(), F.col("trade_count")).otherwise(0)).alias(
-                "unpriced_trade_count"
-            ),
-        )
-        .withColumn("venue_share", F.lit(None).cast(PRICE))
-        .withColumn("updated_ts", F.current_timestamp())
-        .select(
-            *GOLD_EXCHANGE_VOLUME_DAILY.columns, F.sum("volume_usdt").over(day).alias("_venue_volume_usdt")
-        )
-    )
+    venues = list(venues)
+    total = sum((v["volume_usdt"] for v in venues if v["volume_usdt"] is not None), Decimal(0))
+    return [
+        {
+            **{k: v[k] for k in ("exchange", "symbol", "base", "quote", *_DAY_SUMS[:5])},
+            "trade_date": day,
+            "venue_share": None if v["volume_usdt"] is None else _divide(v["volume_usdt"], total),
+        }
+        for v in venues
+    ]
 
 
 def _quote_order() -> list[Column]:
@@ -296,6 +292,36 @@ def quotes_1s(quotes: DataFrame) -> DataFrame:
         .where("_n = 1")
         .select(*GOLD_L1_1S.columns)
     )
+
+
+# --- event-time ranges (the same rules as spark_jobs.silver's, kept here so gold imports no
+# writer module) -----------------------------------------------------------------------------
+
+#: ``[start, end)`` in epoch seconds.
+Range = tuple[int, int]
+
+
+def minute_ranges(minutes: Iterable[int]) -> list[Range]:
+    """``[m, m + 60)`` for each minute start (epoch seconds), merged and sorted."""
+    return union_ranges([(m, m + 60) for m in minutes])
+
+
+def union_ranges(ranges: Iterable[Range]) -> list[Range]:
+    out: list[Range] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def within(ranges: Sequence[Range], spec: TableSpec) -> Column:
+    """The row's ``event_ts`` is in one of ``ranges`` (and in their days' ``trade_date`` partitions)."""
+    spans = _minute_scope(ranges, "event_ts", alias="")
+    if "trade_date" in spec.partition_by:
+        return F.expr(f"{_in_sql('trade_date', _days(ranges))} AND {spans}")
+    return F.expr(spans)
 
 
 # --- MERGE conditions -----------------------------------------------------------------------
@@ -355,12 +381,27 @@ def _days(ranges: Sequence[Range]) -> list[date]:
 
 @dataclass(frozen=True)
 class GoldUpdate:
-    """What one :func:`update_gold` call recomputed, and how long it took."""
+    """What one :func:`update_gold` call recomputed, and how long it took (seconds, per step too)."""
 
     bars: int
     composites: int
     days: int
     seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+class _Steps:
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._last, 3)
+        self._last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def repriced_minutes(due: Iterable[int], *, carry_minutes: int) -> list[int]:
@@ -372,6 +413,194 @@ def repriced_minutes(due: Iterable[int], *, carry_minutes: int) -> list[int]:
     return sorted({m + 60 * k for m in due for k in range(carry_minutes + 1)})
 
 
+class GoldWriter:
+    """The only writer of the gold bar tables, with what it wrote recently held on the driver.
+
+    Holds the stored bars of the last ``horizon_minutes`` minutes (by minute start) and the daily
+    sums of the days it touched, so a call reads silver once (the touched bars' trades) and
+    nothing from gold in the steady state: the changed bars are found by comparing with the held
+    ones, and the composite bars and daily volumes they reach are computed from held values.
+    A minute it does not hold (a late trade, the first call) is loaded from ``gold.ohlcv_1m``; a
+    day's sums are loaded once per process by summing that day's stored bars, so a crash between
+    the writes of two tables is repaired by the next process. A failed write drops everything
+    held (the next call reloads from the tables). One writer per table: another process writing
+    the same gold tables would make the held values wrong.
+    """
+
+    def __init__(self, lake: Lake, *, horizon_minutes: int = 30) -> None:
+        self._lake = lake
+        self._horizon = horizon_minutes * 60
+        self._bars: dict[int, dict[tuple[str, str], Values]] = {}
+        self._days: dict[date, dict[tuple[str, str], Values]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="gold-writer")
+
+    def update(
+        self,
+        spark: SparkSession,
+        *,
+        trades: DataFrame | None = None,
+        minutes: Iterable[int] = (),
+        repriced: Iterable[int] = (),
+        carry_minutes: int = 5,
+    ) -> GoldUpdate:
+        """See :func:`update_gold`."""
+        steps = _Steps()
+        whole = set(minutes) | set(repriced_minutes(repriced, carry_minutes=carry_minutes))
+        keys: set[tuple[str, str, int]] = set()
+        if trades is not None:
+            rows = (
+                trades.select("exchange", "symbol", F.unix_timestamp(minute_of("event_ts")).alias("m"))
+                .distinct()
+                .collect()
+            )
+            keys = {(r["exchange"], r["symbol"], int(r["m"])) for r in rows if int(r["m"]) not in whole}
+            steps.done("touched keys")
+        touched = sorted(whole | {m for _, _, m in keys})
+        if not touched:
+            return GoldUpdate(0, 0, 0, steps.total(), steps.seconds)
+        ranges = minute_ranges(touched)
+        silver = read_table(spark, self._lake, SILVER_TRADES.name).where(within(ranges, SILVER_TRADES))
+        wanted = F.unix_timestamp(minute_of("event_ts")).isin(*sorted(whole)) if whole else F.lit(False)
+        if keys:
+            key = F.concat_ws(
+                "|", "exchange", "symbol", F.unix_timestamp(minute_of("event_ts")).cast("string")
+            )
+            wanted = wanted | key.isin(*sorted(f"{e}|{s}|{m}" for e, s, m in keys))
+        # One Spark job: the touched bars, aggregated (a few hundred rows).
+        fresh = [bar_ratios(r.asDict()) for r in ohlcv_1m(silver.where(wanted)).collect()]
+        steps.done("bars: read silver, aggregate")
+        try:
+            return self._apply(spark, fresh, steps)
+        except Exception:
+            self._bars.clear()
+            self._days.clear()
+            raise
+
+    def _apply(self, spark: SparkSession, fresh: list[Values], steps: _Steps) -> GoldUpdate:
+        self._load_minutes(spark, sorted({_epoch(b["minute"]) for b in fresh}))
+        changed = [
+            (b, self._bars[_epoch(b["minute"])].get((b["exchange"], b["symbol"])))
+            for b in fresh
+            if not _same(b, self._bars[_epoch(b["minute"])].get((b["exchange"], b["symbol"])), GOLD_OHLCV_1M)
+        ]
+        steps.done("bars: diff")
+        if not changed:
+            return GoldUpdate(0, 0, 0, steps.total(), steps.seconds)
+        self._load_days(spark, sorted({b["bar_date"] for b, _ in changed}))
+        steps.done("daily: load sums")
+        now = datetime.now()
+        for bar, old in changed:
+            bar["updated_ts"] = now
+            self._bars[_epoch(bar["minute"])][(bar["exchange"], bar["symbol"])] = bar
+            sums = self._days[bar["bar_date"]].setdefault((bar["exchange"], bar["symbol"]), _no_sums(bar))
+            if old is not None:
+                add_bar(sums, old, -1)
+            add_bar(sums, bar, 1)
+        composites = []
+        minute_of_epoch = {_epoch(b["minute"]): b["minute"] for b, _ in changed}
+        for base, m in sorted({(b["base"], _epoch(b["minute"])) for b, _ in changed}):
+            row = composite_1m(
+                base, minute_of_epoch[m], (b for b in self._bars[m].values() if b["base"] == base)
+            )
+            if row is not None:
+                composites.append(row | {"updated_ts": now})
+        daily = []
+        for day, symbol in sorted({(b["bar_date"], b["symbol"]) for b, _ in changed}):
+            venues = [v for (_, s), v in self._days[day].items() if s == symbol]
+            daily += [r | {"updated_ts": now} for r in daily_rows(day, symbol, venues)]
+        steps.done("composite, daily: compute")
+        bars = [b for b, _ in changed]
+        inserts_only = all(old is None for _, old in changed)
+        writes = [
+            self._pool.submit(self._write_bars, spark, bars, inserts_only=inserts_only),
+            self._pool.submit(self._write, spark, composites, GOLD_OHLCV_1M_COMPOSITE, "minute", "bar_date"),
+            self._pool.submit(self._write, spark, daily, GOLD_EXCHANGE_VOLUME_DAILY, None, "trade_date"),
+        ]
+        for write in writes:
+            write.result()
+        steps.done("write 3 tables (parallel)")
+        self._trim()
+        return GoldUpdate(len(bars), len(composites), len(daily), steps.total(), steps.seconds)
+
+    def _load_minutes(self, spark: SparkSession, minutes: Sequence[int]) -> None:
+        missing = [m for m in minutes if m not in self._bars]
+        if not missing:
+            return
+        ranges = minute_ranges(missing)
+        stored = (
+            read_table(spark, self._lake, GOLD_OHLCV_1M.name)
+            .where(F.col("bar_date").isin(*_days(ranges)))
+            .where(F.expr(_minute_scope(ranges, "minute", alias="")))
+            .collect()
+        )
+        for m in missing:
+            self._bars[m] = {}
+        for r in stored:
+            self._bars.setdefault(_epoch(r["minute"]), {})[(r["exchange"], r["symbol"])] = r.asDict()
+
+    def _load_days(self, spark: SparkSession, days: Sequence[date]) -> None:
+        missing = [d for d in days if d not in self._days]
+        if not missing:
+            return
+        bars = read_table(spark, self._lake, GOLD_OHLCV_1M.name).where(F.col("bar_date").isin(*missing))
+        for d in missing:
+            self._days[d] = {}
+        for r in daily_sums(bars).collect():
+            self._days[r["trade_date"]][(r["exchange"], r["symbol"])] = r.asDict()
+
+    def _write_bars(self, spark: SparkSession, bars: list[Values], *, inserts_only: bool) -> None:
+        frame = _frame(spark, bars, GOLD_OHLCV_1M)
+        if inserts_only:  # every key is new to the table (it held the whole minute): a blind append
+            append(frame, lake=self._lake, name=GOLD_OHLCV_1M.name)
+            return
+        self._write(spark, bars, GOLD_OHLCV_1M, "minute", "bar_date", frame=frame)
+
+    def _write(
+        self,
+        spark: SparkSession,
+        rows: list[Values],
+        spec: TableSpec,
+        minute: str | None,
+        day: str,
+        *,
+        frame: DataFrame | None = None,
+    ) -> None:
+        if not rows:
+            return
+        scope = _in_sql(f"t.{day}", {r[day] for r in rows})
+        if minute is not None:
+            scope += " AND " + _minute_scope(minute_ranges({_epoch(r[minute]) for r in rows}), minute)
+        merge_rows(
+            frame if frame is not None else _frame(spark, rows, spec),
+            lake=self._lake,
+            name=spec.name,
+            update_condition=changed_sql(spec),
+            target_scope=scope,
+        )
+
+    def _trim(self) -> None:
+        if self._bars:
+            floor = max(self._bars) - self._horizon
+            for m in [m for m in self._bars if m < floor]:
+                del self._bars[m]
+        if len(self._days) > 2:
+            for d in sorted(self._days)[:-2]:
+                del self._days[d]
+
+
+def _no_sums(bar: Values) -> Values:
+    """The daily sums of a venue and symbol before its first bar of the day."""
+    zeros: Values = {"volume": Decimal(0), "volume_quote": Decimal(0), "volume_usdt": None}
+    zeros |= {"trade_count": 0, "unpriced_trade_count": 0, "priced_bars": 0}
+    return {k: bar[k] for k in ("exchange", "symbol", "base", "quote")} | zeros
+
+
+def _same(new: Values, old: Values | None, spec: TableSpec) -> bool:
+    if old is None:
+        return False
+    return all(new[c] == old[c] for c in spec.columns if c not in _BOOKKEEPING)
+
+
 def update_gold(
     spark: SparkSession,
     lake: Lake,
@@ -380,8 +609,10 @@ def update_gold(
     minutes: Iterable[int] = (),
     repriced: Iterable[int] = (),
     carry_minutes: int = 5,
+    writer: GoldWriter | None = None,
 ) -> GoldUpdate:
-    """Recompute and MERGE the bars, composite bars and daily volumes a micro-batch touched.
+    """Recompute the bars a micro-batch touched; write those that changed, their composite bars
+    and their daily volumes.
 
     - ``trades``: rows with ``exchange``, ``symbol``, ``event_ts`` (the silver.trades rows a batch
       wrote, or any frame of touched trades): their (exchange, symbol, minute) bars are recomputed.
@@ -389,81 +620,16 @@ def update_gold(
       passes the minutes its silver write returned).
     - ``repriced``: minutes whose USDT rates were finished by a re-pricing (``Repricer.due()`` before
       ``run_due``): the bars of ``[m, m + carry_minutes]`` are recomputed.
+    - ``writer``: the :class:`GoldWriter` kept across calls (a long-running caller should pass one:
+      without it every call reloads the touched minutes and days from gold).
 
-    Reads only the touched minutes of ``silver.trades`` (date partitions, ``event_ts`` statistics)
-    and of ``gold.ohlcv_1m``; MERGEs rewrite only rows whose values changed. Safe to call again
-    with the same arguments (nothing changes). One writer per gold table.
+    Reads only the touched minutes of ``silver.trades`` (date partitions, ``event_ts`` statistics).
+    Only changed rows are written (a replayed batch writes nothing); the three tables are written
+    in parallel threads, each with one MERGE bounded to the rows' days and minutes (new bars only:
+    a blind append).
     """
-    started = time.perf_counter()
-    whole = set(minutes) | set(repriced_minutes(repriced, carry_minutes=carry_minutes))
-    keys: set[tuple[str, str, int]] = set()
-    if trades is not None:
-        rows = (
-            trades.select("exchange", "symbol", F.unix_timestamp(minute_of("event_ts")).alias("m"))
-            .distinct()
-            .collect()
-        )
-        keys = {(r["exchange"], r["symbol"], int(r["m"])) for r in rows if int(r["m"]) not in whole}
-    touched = sorted(whole | {m for _, _, m in keys})
-    if not touched:
-        return GoldUpdate(0, 0, 0, time.perf_counter() - started)
-    ranges = minute_ranges(touched)
-    silver = read_table(spark, lake, SILVER_TRADES.name).where(within(ranges, SILVER_TRADES))
-    wanted = F.unix_timestamp(minute_of("event_ts")).isin(*sorted(whole)) if whole else F.lit(False)
-    if keys:
-        key = F.concat_ws("|", "exchange", "symbol", F.unix_timestamp(minute_of("event_ts")).cast("string"))
-        wanted = wanted | key.isin(*sorted(f"{e}|{s}|{m}" for e, s, m in keys))
-    # One action: the touched bars, aggregated (a few hundred rows), finished on the driver.
-    found = ohlcv_1m(silver.where(wanted)).collect()
-    if not found:
-        return GoldUpdate(0, 0, 0, time.perf_counter() - started)
-    merge_rows(
-        _finished(spark, found, name=GOLD_OHLCV_1M.name),
-        lake=lake,
-        name=GOLD_OHLCV_1M.name,
-        update_condition=changed_sql(GOLD_OHLCV_1M),
-        target_scope=f"{_in_sql('t.bar_date', _days(ranges))} AND {_minute_scope(ranges, 'minute')}",
-    )
-    base_minutes = {(r["base"], _epoch(r["minute"])) for r in found}
-    day_symbols = {(r["bar_date"], r["symbol"]) for r in found}
-    _update_composite(spark, lake, base_minutes)
-    _update_daily(spark, lake, day_symbols)
-    return GoldUpdate(len(found), len(base_minutes), len(day_symbols), time.perf_counter() - started)
-
-
-def _update_composite(spark: SparkSession, lake: Lake, base_minutes: set[tuple[str, int]]) -> None:
-    ranges = minute_ranges(sorted({m for _, m in base_minutes}))
-    days = _days(ranges)
-    key = F.concat_ws("|", "base", F.unix_timestamp("minute").cast("string"))
-    bars = (
-        read_table(spark, lake, GOLD_OHLCV_1M.name)
-        .where(F.col("bar_date").isin(*days))
-        .where(F.expr(_minute_scope(ranges, "minute", alias="")))
-        .where(key.isin(*sorted(f"{b}|{m}" for b, m in base_minutes)))
-    )
-    merge_rows(
-        _finished(spark, composite_1m(bars).collect(), name=GOLD_OHLCV_1M_COMPOSITE.name),
-        lake=lake,
-        name=GOLD_OHLCV_1M_COMPOSITE.name,
-        update_condition=changed_sql(GOLD_OHLCV_1M_COMPOSITE),
-        target_scope=f"{_in_sql('t.bar_date', days)} AND {_minute_scope(ranges, 'minute')}",
-    )
-
-
-def _update_daily(spark: SparkSession, lake: Lake, day_symbols: set[tuple[date, str]]) -> None:
-    days = sorted({d for d, _ in day_symbols})
-    key = F.concat_ws("|", F.col("bar_date").cast("string"), "symbol")
-    bars = (
-        read_table(spark, lake, GOLD_OHLCV_1M.name)
-        .where(F.col("bar_date").isin(*days))
-        .where(key.isin(*sorted(f"{d.isoformat()}|{s}" for d, s in day_symbols)))
-    )
-    merge_rows(
-        _finished(spark, exchange_volume_daily(bars).collect(), name=GOLD_EXCHANGE_VOLUME_DAILY.name),
-        lake=lake,
-        name=GOLD_EXCHANGE_VOLUME_DAILY.name,
-        update_condition=changed_sql(GOLD_EXCHANGE_VOLUME_DAILY),
-        target_scope=_in_sql("t.trade_date", days),
+    return (writer or GoldWriter(lake)).update(
+        spark, trades=trades, minutes=minutes, repriced=repriced, carry_minutes=carry_minutes
     )
 
 
@@ -642,12 +808,13 @@ class GoldJob:
         catch_up = self.settings.catch_up_minutes
         self.trade_log = RewriteLog(self.lake, SILVER_TRADES.name, catch_up_minutes=catch_up)
         self.quote_log = RewriteLog(self.lake, SILVER_L1_QUOTES.name, catch_up_minutes=catch_up)
+        self.writer = GoldWriter(self.lake)
 
     def bars_batch(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
         rewritten = range_minutes(self.trade_log.ranges(spark))
-        result = update_gold(
-            spark, self.lake, trades=batch, minutes=rewritten, carry_minutes=self.settings.rate_carry_minutes
+        result = self.writer.update(
+            spark, trades=batch, minutes=rewritten, carry_minutes=self.settings.rate_carry_minutes
         )
         logger.info(
             "gold bars batch %d: %d bars, %d composite, %d daily rows in %.1f s",
@@ -667,7 +834,7 @@ class GoldJob:
 
     def finish(self) -> None:
         """After the streams stop: apply the re-pricing commits that came after their last batch."""
-        update_gold(self.spark, self.lake, minutes=range_minutes(self.trade_log.ranges(self.spark)))
+        self.writer.update(self.spark, minutes=range_minutes(self.trade_log.ranges(self.spark)))
         update_l1(self.spark, self.lake, minutes=range_minutes(self.quote_log.ranges(self.spark)))
 
     def start(self) -> list[StreamingQuery]:

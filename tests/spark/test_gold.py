@@ -248,6 +248,13 @@ def _last_operation_metrics(spark: SparkSession, lake: Lake, name: str) -> dict[
     return dict(row["operationMetrics"] or {})
 
 
+def _versions(spark: SparkSession, lake: Lake) -> list[int]:
+    return [
+        DeltaTable.forPath(spark, lake.path(n)).history(1).collect()[0]["version"]
+        for n in (GOLD_OHLCV_1M.name, GOLD_OHLCV_1M_COMPOSITE.name, GOLD_EXCHANGE_VOLUME_DAILY.name)
+    ]
+
+
 def _updated_ts(spark: SparkSession, lake: Lake) -> set[datetime]:
     return {r.updated_ts for r in _read(spark, lake, GOLD_OHLCV_1M.name)}
 
@@ -273,31 +280,33 @@ def test_gold_bars_equal_the_reference_under_late_duplicate_replayed_and_reprice
         Trade("coinbase", "BTC-USD", "502", D("100.02"), D("1"), _ms(1, 10), rate=None),
         Trade("binance", "ETH-BTC", "7", D("0.0312345"), D("12.5"), _ms(1, 20), rate=D("100")),
     ]
+    writer = gold.GoldWriter(lake)  # what a long-running caller keeps across batches
     batch = write_silver(spark, lake, first)
-    result = gold.update_gold(spark, lake, trades=batch)
+    result = gold.update_gold(spark, lake, trades=batch, writer=writer)
     assert (result.bars, result.composites) == (6, 3)
     assert_gold_equals_reference(spark, lake, first)
 
     # A late trade of minute 0 arrives after minute 1 closed: it becomes minute 0's close.
     late = [Trade("binance", btc, "14", D("98.7"), D("0.7"), _ms(0, 59.9995))]
-    gold.update_gold(spark, lake, trades=write_silver(spark, lake, late))
+    gold.update_gold(spark, lake, trades=write_silver(spark, lake, late), writer=writer)
     silver = first + late
     assert_gold_equals_reference(spark, lake, silver)
     assert stored_bars(spark, lake)[("binance", btc, T0)][5] == D("98.7")
 
     # A duplicate (REST gap-fill twin): silver keeps the first copy; gold is told about the minute
-    # again and nothing changes, down to the rows' updated_ts.
-    before = _updated_ts(spark, lake)
+    # again and nothing is written (no new table version), by a warm or a fresh writer.
+    before = _updated_ts(spark, lake), _versions(spark, lake)
     dup = spark.createDataFrame([replace(late[0], size=D("0.7")).row()], SILVER_TRADES.schema)
-    gold.update_gold(spark, lake, trades=dup)
+    assert gold.update_gold(spark, lake, trades=dup, writer=writer).bars == 0
+    assert gold.update_gold(spark, lake, trades=dup).bars == 0
     assert_gold_equals_reference(spark, lake, silver)
-    assert _updated_ts(spark, lake) == before
-    assert _last_operation_metrics(spark, lake, GOLD_OHLCV_1M.name).get("numTargetRowsUpdated") == "0"
+    assert (_updated_ts(spark, lake), _versions(spark, lake)) == before
 
     # A replayed batch (same rows, whole minutes as the live pipeline passes them): no change.
-    gold.update_gold(spark, lake, trades=batch, minutes=[gold._epoch(T0), gold._epoch(T0) + 60])
+    whole = [gold._epoch(T0), gold._epoch(T0) + 60]
+    assert gold.update_gold(spark, lake, trades=batch, minutes=whole, writer=writer).bars == 0
     assert_gold_equals_reference(spark, lake, silver)
-    assert _updated_ts(spark, lake) == before
+    assert (_updated_ts(spark, lake), _versions(spark, lake)) == before
 
     # The USD rate of minute 1 arrives late; silver re-prices with an update-only MERGE and the
     # pipeline passes the finished minute: the USDT columns follow.
@@ -311,7 +320,7 @@ def test_gold_bars_equal_the_reference_under_late_duplicate_replayed_and_reprice
         },
     )
     silver = [replace(t, rate=D("0.998")) if t.trade_id == "502" else t for t in silver]
-    gold.update_gold(spark, lake, repriced=[gold._epoch(T0) + 60], carry_minutes=0)
+    gold.update_gold(spark, lake, repriced=[gold._epoch(T0) + 60], carry_minutes=0, writer=writer)
     assert_gold_equals_reference(spark, lake, silver)
     assert stored_composite(spark, lake)[("BTC", T0 + timedelta(minutes=1))][10] == "binance,coinbase"
 

@@ -1,0 +1,152 @@
+"""bench_gold: milliseconds per :func:`spark_jobs.gold.update_gold` / ``update_l1`` call, warm lake.
+
+A warm lake: ``silver.trades`` with ``--warm-trades`` trades over ``--warm-minutes`` minutes on
+3 exchanges x ``--markets`` markets, and gold built from it. Then ``--batches`` batches of
+``--batch-trades`` trades (every market, the newest minute) are appended to silver and gold is
+updated the way the live pipeline would call it (``minutes=`` the batch's minutes) and the way
+the standalone job does (``trades=`` the batch rows). Same for L1 quotes.
+
+    python -m spark_jobs.bench_gold --batches 5 --batch-trades 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lake.delta_io import append, ensure_tables
+from lake.session import SparkSettings, build_spark
+from lake.tables import SILVER_L1_QUOTES, SILVER_TRADES, Lake, LakeSettings
+from spark_jobs import gold
+
+T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+EXCHANGES = ("binance", "kucoin", "coinbase")
+
+
+def synthetic_trades(
+    spark: SparkSession, *, n: int, markets: int, start_s: float, span_s: float, id_offset: int
+) -> DataFrame:
+    """``n`` silver-shaped trades spread evenly over ``[start_s, start_s + span_s)`` (epoch s)."""
+    ex = F.element_at(F.array(*[F.lit(e) for e in EXCHANGES]), (F.col("id") % 3 + 1).cast("int"))
+    base = F.concat(F.lit("A"), (F.col("id") % markets).cast("string"))
+    price = (F.lit(100) + (F.col("id") % 97) / 100).cast("decimal(38,18)")
+    size = ((F.col("id") % 13 + 1) / 1000).cast("decimal(38,18)")
+    at = F.timestamp_micros((F.lit(start_s * 1e6) + F.col("id") * (span_s * 1e6 / n)).cast("long"))
+    rate = F.lit(1).cast("decimal(38,18)")
+    return spark.range(n).select(
+        ex.alias("exchange"),
+        F.concat(base, F.lit("-USDT")).alias("symbol"),
+        F.concat(base, F.lit("USDT")).alias("native_symbol"),
+        base.alias("base"),
+        F.lit("USDT").alias("quote"),
+        (F.col("id") + id_offset).cast("string").alias("trade_id"),
+        price.alias("price"),
+        size.alias("size"),
+        F.lit("buy").alias("side"),
+        at.alias("event_ts"),
+        at.alias("recv_ts"),
+        F.lit("ws").alias("source"),
+        rate.alias("usdt_rate"),
+        price.alias("price_usdt"),
+        (price * size).cast("decimal(38,18)").alias("notional_usdt"),
+        F.lit("direct").alias("usdt_method"),
+        F.to_date(at).alias("trade_date"),
+    )
+
+
+def synthetic_quotes(spark: SparkSession, trades: DataFrame) -> DataFrame:
+    """One quote per trade, at its time (sequence = trade id)."""
+    half = F.lit("0.01").cast("decimal(38,18)")
+    return trades.select(
+        "exchange",
+        "symbol",
+        "base",
+        "quote",
+        (F.col("price") - half).cast("decimal(38,18)").alias("bid_price"),
+        F.col("size").alias("bid_size"),
+        (F.col("price") + half).cast("decimal(38,18)").alias("ask_price"),
+        F.col("size").alias("ask_size"),
+        F.col("trade_id").cast("long").alias("sequence"),
+        "event_ts",
+        "recv_ts",
+        F.lit("l1").alias("source_channel"),
+        "usdt_rate",
+        F.col("price").alias("mid_usdt"),
+        F.lit(2).cast("decimal(38,18)").alias("spread_bps"),
+        "usdt_method",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spark_jobs.bench_gold", description=__doc__)
+    parser.add_argument("--warm-trades", type=int, default=200_000)
+    parser.add_argument("--warm-minutes", type=int, default=30)
+    parser.add_argument("--markets", type=int, default=50)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batch-trades", type=int, default=1000)
+    parser.add_argument("--master", default="local[2]")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
+    spark = build_spark(SparkSettings(master=args.master, shuffle_partitions=2, driver_memory="3g"))
+    lake = Lake(LakeSettings(root=str(root / "lake")))
+    try:
+        ensure_tables(spark, lake, (SILVER_TRADES.name, SILVER_L1_QUOTES.name, *gold.GOLD_TABLES))
+        span = args.warm_minutes * 60
+        warm = synthetic_trades(
+            spark, n=args.warm_trades, markets=args.markets, start_s=T0, span_s=span, id_offset=0
+        )
+        append(warm, lake=lake, name=SILVER_TRADES.name)
+        append(synthetic_quotes(spark, warm), lake=lake, name=SILVER_L1_QUOTES.name)
+        started = time.perf_counter()
+        gold.update_gold(spark, lake, minutes=range(T0, T0 + span, 60))
+        gold.update_l1(spark, lake, minutes=range(T0, T0 + span, 60))
+        print(f"warm: {args.warm_trades} trades, gold built in {time.perf_counter() - started:.1f} s")
+
+        timings: dict[str, list[float]] = {"minutes=": [], "trades=": [], "update_l1": []}
+        newest = T0 + span
+        for i in range(args.batches):
+            batch = synthetic_trades(
+                spark,
+                n=args.batch_trades,
+                markets=args.markets,
+                start_s=newest + i * 2,
+                span_s=2,
+                id_offset=10_000_000 + i * args.batch_trades,
+            ).persist()
+            batch.count()
+            append(batch, lake=lake, name=SILVER_TRADES.name)
+            quotes = synthetic_quotes(spark, batch)
+            append(quotes, lake=lake, name=SILVER_L1_QUOTES.name)
+            mode = "minutes=" if i % 2 == 0 else "trades="
+            t = time.perf_counter()
+            if mode == "minutes=":
+                result = gold.update_gold(spark, lake, minutes=[newest + (i * 2) // 60 * 60])
+            else:
+                result = gold.update_gold(spark, lake, trades=batch)
+            timings[mode].append(time.perf_counter() - t)
+            print(f"batch {i} ({mode}): {result.bars} bars, steps {result.steps}", flush=True)
+            t = time.perf_counter()
+            gold.update_l1(spark, lake, quotes=quotes)
+            timings["update_l1"].append(time.perf_counter() - t)
+            batch.unpersist()
+        for name, values in timings.items():
+            if values:
+                ms = [round(v * 1000) for v in values]
+                print(f"{name:10} ms per call: median {statistics.median(ms):.0f}, all {ms}")
+    finally:
+        spark.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
