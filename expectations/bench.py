@@ -8,7 +8,7 @@ of each kind is dropped), median of ``repeats``:
 * ``write``: ``write_priced_batch`` alone (quarantine, dedupe, price, append to a fresh lake);
 * ``validate``: :meth:`Validator.validate` (flag, persist, one counting job);
 * ``validated write``: validate, append ``bad`` to ``silver.quarantine``, ``write_priced_batch``
-  of ``good``, :func:`record` to ``gold.dq_results``: what the pipeline would do;
+  of ``good``, :func:`record` (append) to ``gold.dq_results``: what the pipeline would do;
 * ``gx``: the full GX validation of the same batch (``--gx``).
 """
 
@@ -152,7 +152,7 @@ def _bench_size(
                 book=vbook,
                 index=vindex,
             )
-            record(spark, [v], lake=checked)
+            record(spark, [v], lake=checked, app_id="bench-v-results", version=i)
         finally:
             v.release()
 

@@ -50,7 +50,9 @@ class DqSettings:
     by design and are not held to it). ``max_spread_bps``: widest L1 spread accepted.
     ``alert_quarantined_ratio``: above this share of a batch quarantined, an alert is logged and
     counted. ``gx_every_n_batches``: also run the full GX validation every N-th batch (0 = never),
-    see :mod:`expectations.validate` for why not every batch.
+    see :mod:`expectations.validate` for why not every batch. ``warnings_every_batch``: evaluate
+    warning-severity expectations (key uniqueness, which needs a shuffle) in every batch too, not
+    only in the GX runs.
     """
 
     clock_skew_s: float = 5.0
@@ -58,6 +60,7 @@ class DqSettings:
     max_spread_bps: float = 5000.0
     alert_quarantined_ratio: float = 0.05
     gx_every_n_batches: int = 0
+    warnings_every_batch: bool = False
 
 
 def named(expectation: Expectation, name: str) -> Expectation:

@@ -148,8 +148,11 @@ class Validator:
     ``ValidationDefinition`` per table.
     """
 
-    def __init__(self, settings: DqSettings | None = None) -> None:
+    def __init__(self, settings: DqSettings | None = None, *, cache: bool = True) -> None:
         self.settings = settings or DqSettings()
+        #: Persist the flagged batch (its plan is computed once for the count, good and bad); off:
+        #: each of them recomputes the input's plan (cheaper when the input is itself cached).
+        self.cache = cache
         self._suites: dict[str, gx.ExpectationSuite] = {}
         self._context: Any = None
         self._definitions: dict[str, Any] = {}
@@ -218,6 +221,9 @@ class Validator:
         columns = df.columns
         has_error = "_error" in columns
         checks = self.checks(table, now=now)
+        if not self.settings.warnings_every_batch:
+            # Warnings (key uniqueness: a window, i.e. a shuffle) are left to the sampled GX runs.
+            checks = [c for c in checks if c.severity == "critical"]
         parsed = F.col("_error").isNull() if has_error else F.lit(True)
         derived = {name: make() for name, make in spec.derived.items()}
         prepared = df.withColumns(derived) if derived else df
@@ -225,15 +231,15 @@ class Validator:
             column_alias(i, c.name): F.when(parsed & c.applies, c.fails.cast("boolean"))
             for i, c in enumerate(checks)
         }
-        critical = [
-            F.when(F.col(a), F.lit(c.name))
-            for (a, c) in zip(verdicts, checks, strict=True)
-            if c.severity == "critical"
-        ]
-        failed_names = F.filter(F.array(*critical), lambda x: x.isNotNull()) if critical else F.array()
-        flagged = prepared.withColumns(verdicts).withColumn("_dq_failed", failed_names).persist()
+        critical = [(a, c) for (a, c) in zip(verdicts, checks, strict=True) if c.severity == "critical"]
+        any_failed = F.lit(False)
+        for a, _ in critical:
+            any_failed = any_failed | F.coalesce(F.col(a), F.lit(False))
+        flagged = prepared.withColumns(verdicts).withColumn("_dq_bad", ~parsed | any_failed)
+        if self.cache:
+            flagged = flagged.persist()
         try:
-            is_bad = ~parsed | (F.size("_dq_failed") > 0)
+            is_bad = F.col("_dq_bad")
             aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(is_bad, 1)).alias("bad")]
             aggs.append(F.count(F.when(~parsed, 1)).alias("rejected"))
             for i, a in enumerate(verdicts):
@@ -252,10 +258,12 @@ class Validator:
                 )
                 for i, c in enumerate(checks)
             )
-            reason = F.concat(F.lit(REASON_PREFIX), F.array_join("_dq_failed", ","))
+            names = [F.when(F.col(a), F.lit(c.name)) for a, c in critical]
+            failed_names = F.filter(F.array(*names), lambda x: x.isNotNull()) if names else F.array()
+            reason = F.concat(F.lit(REASON_PREFIX), F.array_join(failed_names, ","))
             if has_error:
                 reason = F.coalesce(F.col("_error").cast(StringType()), reason)
-            internal = [*verdicts, "_dq_failed", *spec.derived]
+            internal = [*verdicts, "_dq_bad", *spec.derived]
             bad = (
                 flagged.where(is_bad)
                 .withColumn("_dq_reason", reason)
@@ -276,13 +284,14 @@ class Validator:
                 engine="spark",
                 elapsed_ms=0.0,
                 checked_ts=now,
-                _cached=flagged,
+                _cached=flagged if self.cache else None,
             )
             if run_gx:
                 self._run_gx(validated, flagged.where(parsed).select(*columns, *spec.derived), now=now)
             return validated
         except BaseException:
-            flagged.unpersist()
+            if self.cache:
+                flagged.unpersist()
             raise
 
     # --- the full GX run -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from expectations import DqSettings, Validator, record
 from expectations.replay import replay
-from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES
+from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES, Lake, LakeSettings
 from spark_jobs.runtime import read_table, write_quarantine
 from tests.expectations.frames import EVENT, NOW, frame
 
@@ -65,17 +65,24 @@ def test_a_batch_that_cannot_be_validated_passes_through_and_never_raises(spark)
     assert _metric("cryptolake_dq_validation_errors_total", table=TRADES) == errors + 1
 
 
-def test_dq_results_one_row_per_suite_table_batch_and_rewritten_idempotently(spark, lake) -> None:
+def test_dq_results_one_row_per_suite_table_batch_and_rewritten_idempotently(spark, lake, tmp_path) -> None:
     validator = Validator()
     df = frame(spark, TRADES, [{"trade_id": "1"}, {"trade_id": "2", "size": Decimal("0")}])
     first = validator.validate(df, table=TRADES, batch_id=11, now=NOW, run_gx=False)
     second = validator.validate(df.limit(1), table=TRADES, batch_id=12, now=NOW, run_gx=False)
     record(spark, [first, second], lake=lake)
     record(spark, [first], lake=lake)  # the batch again (a restart): the same key, one row
+    # A streaming writer appends under (app id, batch id): Delta skips the replayed batch.
+    streamed = Lake(LakeSettings(root=str(tmp_path / "streamed")))
+    record(spark, [first], lake=streamed, app_id="query-1", version=11)
+    record(spark, [first], lake=streamed, app_id="query-1", version=11)
     first.release()
     second.release()
-    rows = {r["batch_id"]: r for r in read_table(spark, lake, GOLD_DQ_RESULTS.name).collect()}
-    assert sorted(rows) == [11, 12]
+    stream_rows = read_table(spark, streamed, GOLD_DQ_RESULTS.name).collect()
+    assert [(r["table"], r["batch_id"], r["failed"]) for r in stream_rows] == [(TRADES, 11, 1)]
+    all_rows = read_table(spark, lake, GOLD_DQ_RESULTS.name).collect()
+    assert sorted(r["batch_id"] for r in all_rows) == [11, 12]
+    rows = {r["batch_id"]: r for r in all_rows}
     r = rows[11]
     assert (r["suite"], r["table"], r["success"], r["engine"]) == (TRADES, TRADES, False, "spark")
     assert (r["evaluated"], r["failed"], r["quarantined"]) == (2, 1, 1)

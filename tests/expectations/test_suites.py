@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pyspark.sql import functions as F
 
-from expectations import SUITES, Validator
+from expectations import SUITES, DqSettings, Validator
 from tests.expectations.frames import EVENT, NOW, frame
 
 pytestmark = pytest.mark.spark
@@ -136,7 +136,8 @@ def test_every_table_with_a_suite_has_a_case() -> None:
 
 @pytest.fixture(scope="module")
 def validator() -> Validator:
-    return Validator()
+    # Warnings too, in every batch: the Spark counts of every expectation are compared with GX's.
+    return Validator(DqSettings(warnings_every_batch=True))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
