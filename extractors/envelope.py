@@ -27,9 +27,10 @@ def path_safe(text: str) -> str:
     return cleaned if cleaned.strip("._") else "_"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Envelope:
-    """One raw frame or REST page, exactly as received.
+    """One raw frame or REST page, exactly as received. Treat it as immutable: it is not
+    ``frozen`` only because a frozen dataclass's ``__init__`` costs 4x a plain one, per frame.
 
     ``payload`` is the frame text byte-for-byte (decoded as UTF-8); ``recv_ts_ns`` the local
     wall-clock receive time in nanoseconds since the epoch; ``conn_id``/``conn_seq`` identify

@@ -645,7 +645,9 @@ class ExchangeRunner:
                 self._emit(envelope)
             else:
                 for trade_id in frame.trade_ids:
-                    self._handle(self.tracker.trade(symbol, trade_id))
+                    actions = self.tracker.trade(symbol, trade_id)
+                    if actions:  # nearly always none: skip the call
+                        self._handle(actions)
                 self._hand_on(envelope, symbol)
             if symbol is not None:
                 now = conn.last_frame

@@ -217,6 +217,9 @@ class LandingSink:
         self._backoff = Backoff(initial=0.5, cap=30.0)  # retries of failed finishes (S3 down)
         self._fatal: str | None = None
         self._closed = False
+        # Built now: importing boto3's transfer module in the first upload took seconds on a
+        # loaded machine, at shutdown past the deadline.
+        self._transfer: Any = self._transfer_config() if self._is_s3 else None
         self._recover()
 
     # --- the Sink protocol ----------------------------------------------------------------
@@ -438,7 +441,7 @@ class LandingSink:
                 self._bucket,
                 key,
                 ExtraArgs={"ContentType": "application/gzip"},
-                Config=self._transfer_config(),
+                Config=self._transfer,
             )
             part.path.unlink()
         else:
