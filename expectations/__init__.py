@@ -5,7 +5,7 @@ The live pipeline calls, inside ``foreachBatch`` and before the write::
     v = validate(rows, table="silver.trades", batch_id=batch_id)   # never raises
     write_quarantine(v.bad, ...)        # silver.quarantine rows: reason "expectation:<names>"
     write the rows of v.good            # the input's columns, failing rows removed
-    record(spark, [v, ...], lake=lake)  # gold.dq_results, idempotent per (suite, table, batch_id)
+    record(spark, [v, ...], lake=lake, app_id=..., version=batch_id)  # gold.dq_results, once per batch
     v.release()
 
 See ``docs/quality.md``. The names below are imported lazily: importing Great Expectations pulls in

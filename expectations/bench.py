@@ -156,12 +156,19 @@ def _bench_size(
         finally:
             v.release()
 
-    w = _median_ms(write, repeats)
-    val = _median_ms(validate_only, repeats)
-    vw = _median_ms(validated_write, repeats)
+    # Interleaved, so a machine whose load changes (a shared one) weighs on the three alike.
+    runs: dict[str, list[float]] = {"write": [], "validate": [], "validated": []}
+    for i in range(repeats + 1):
+        for kind, fn in (("write", write), ("validate", validate_only), ("validated", validated_write)):
+            started = time.perf_counter()
+            fn(i)
+            if i:  # the first round warms up
+                runs[kind].append((time.perf_counter() - started) * 1000)
+    w, val, vw = (statistics.median(runs[k]) for k in ("write", "validate", "validated"))
+    share = statistics.median(v / x for v, x in zip(runs["validate"], runs["write"], strict=True))
     line = (
         f"rows={n}: write {w:.0f} ms, validate {val:.0f} ms, validated write {vw:.0f} ms "
-        f"(+{100 * (vw - w) / w:.0f} %; validate alone = {100 * val / w:.0f} % of the write)"
+        f"(+{100 * (vw - w) / w:.0f} %; validate alone = {100 * share:.0f} % of the write, median of rounds)"
     )
     if gx:
         derived = SUITES[table].derived

@@ -2,14 +2,16 @@
 
 :meth:`Validator.validate` (or the module-level :func:`validate`) is called from ``foreachBatch``:
 
-1. the suite's derived columns are added and every expectation becomes two Spark columns
-   (:mod:`expectations.predicates`); a row's failed critical expectations are collected in one
-   array column. The flagged batch is persisted, so what follows reads it once;
+1. the suite's derived columns are added and every expectation becomes a verdict column (NULL:
+   not judged, true: failed; :mod:`expectations.predicates`), a row is bad when a critical one
+   failed. The flagged batch is persisted (``cache``), so what follows computes the input once.
+   Warning-severity expectations are evaluated here only with ``warnings_every_batch``;
 2. one aggregation (one small Spark job, one row back to the driver) counts, per expectation, the
    rows evaluated and failed;
 3. ``good`` = rows that failed no critical expectation and that the parser did not reject
    (``_error`` NULL), with the input's columns; ``bad`` = the others as ``silver.quarantine`` rows,
-   ``reason`` = the parser's reason, or ``expectation:`` and the failed expectations' names;
+   ``reason`` = the parser's reason, or ``expectation:`` and the failed expectations' names (built
+   for bad rows only);
 4. every ``gx_every_n_batches``-th batch, the real GX validation of the same suite runs on the same
    rows too (its results replace the Spark counts in ``gold.dq_results``; a disagreement between
    the two is logged as a bug in the translation);
@@ -349,7 +351,9 @@ class Validator:
                 ExpectationResult(
                     name=name,
                     expectation_type=r.expectation_config.type,
-                    severity=mine.severity if mine else "critical",
+                    severity=str(
+                        getattr(r.expectation_config.severity, "value", r.expectation_config.severity)
+                    ),
                     evaluated=evaluated,
                     failed=failed,
                     success=bool(r.success),
