@@ -7,6 +7,7 @@ updated the way the live pipeline would call it (``minutes=`` the batch's minute
 the standalone job does (``trades=`` the batch rows). Same for L1 quotes.
 
     python -m spark_jobs.bench_gold --batches 5 --batch-trades 1000
+    python -m spark_jobs.bench_gold --queries var/demo/lake     # the example queries, both engines
 """
 
 from __future__ import annotations
@@ -85,8 +86,55 @@ def synthetic_quotes(spark: SparkSession, trades: DataFrame) -> DataFrame:
     )
 
 
+def time_queries(lake_root: str, *, symbol: str, base: str, repeats: int, master: str) -> None:
+    """The example queries (lake.sql.EXAMPLES) in DuckDB and in Spark (persistent catalog): ms each.
+
+    DuckDB: the connection (delta-rs opens every table) once, then each query ``repeats`` times.
+    Spark: the session with the catalog, then each query (first run, then the median of the rest).
+    """
+    from lake.sql import (
+        SqlSettings,
+        catalog_session,
+        duckdb_connect,
+        example_queries,
+        format_table,
+        run_duckdb,
+        run_spark,
+    )
+
+    lake = Lake(LakeSettings(root=lake_root))
+    queries = example_queries(symbol=symbol, base=base)
+    t = time.perf_counter()
+    con = duckdb_connect(lake)
+    print(f"duckdb: connection with every table in {(time.perf_counter() - t) * 1000:.0f} ms")
+    duck: dict[str, list[float]] = {}
+    for name, sql in queries.items():
+        results = [run_duckdb(con, sql) for _ in range(repeats)]
+        duck[name] = [r.seconds for r in results]
+        print(f"\n-- {name}\n{sql}\n\n{format_table(results[0])}\n")
+    t = time.perf_counter()
+    spark_times: dict[str, list[float]] = {}
+    settings = SparkSettings(master=master, shuffle_partitions=2, driver_memory="2g")
+    with catalog_session(settings, lake, SqlSettings()) as spark:
+        print(f"spark: session + catalog registration in {(time.perf_counter() - t) * 1000:.0f} ms")
+        for name, sql in queries.items():
+            spark_times[name] = [run_spark(spark, lake, sql).seconds for _ in range(repeats)]
+    print("| query | DuckDB first / median ms | Spark first / median ms |")
+    print("|---|---|---|")
+    for name in queries:
+        d, sp = duck[name], spark_times[name]
+        print(
+            f"| {name} | {d[0] * 1000:.0f} / {statistics.median(d[1:] or d) * 1000:.0f} "
+            f"| {sp[0] * 1000:.0f} / {statistics.median(sp[1:] or sp) * 1000:.0f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spark_jobs.bench_gold", description=__doc__)
+    parser.add_argument("--queries", metavar="LAKE_ROOT", help="only time the example queries on this lake")
+    parser.add_argument("--symbol", default="BTC-USDT")
+    parser.add_argument("--base", default="BTC")
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--warm-trades", type=int, default=200_000)
     parser.add_argument("--warm-minutes", type=int, default=30)
     parser.add_argument("--markets", type=int, default=50)
@@ -94,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-trades", type=int, default=1000)
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args(argv)
+    if args.queries:
+        time_queries(
+            args.queries, symbol=args.symbol, base=args.base, repeats=args.repeats, master=args.master
+        )
+        return 0
 
     root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
     spark = build_spark(SparkSettings(master=args.master, shuffle_partitions=2, driver_memory="3g"))
@@ -104,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         warm = synthetic_trades(
             spark, n=args.warm_trades, markets=args.markets, start_s=T0, span_s=span, id_offset=0
         )
+        # One file per minute and partition, as a stream of micro-batches leaves them (statistics skip).
+        warm = warm.repartitionByRange(args.warm_minutes, "event_ts")
         append(warm, lake=lake, name=SILVER_TRADES.name)
         append(synthetic_quotes(spark, warm), lake=lake, name=SILVER_L1_QUOTES.name)
         started = time.perf_counter()
-        gold.update_gold(spark, lake, minutes=range(T0, T0 + span, 60))
+        writer = gold.GoldWriter(lake)  # what the pipeline keeps across batches
+        gold.update_gold(spark, lake, minutes=range(T0, T0 + span, 60), writer=writer)
         gold.update_l1(spark, lake, minutes=range(T0, T0 + span, 60))
         print(f"warm: {args.warm_trades} trades, gold built in {time.perf_counter() - started:.1f} s")
 
@@ -129,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             mode = "minutes=" if i % 2 == 0 else "trades="
             t = time.perf_counter()
             if mode == "minutes=":
-                result = gold.update_gold(spark, lake, minutes=[newest + (i * 2) // 60 * 60])
+                result = gold.update_gold(spark, lake, minutes=[newest + (i * 2) // 60 * 60], writer=writer)
             else:
-                result = gold.update_gold(spark, lake, trades=batch)
+                result = gold.update_gold(spark, lake, trades=batch, writer=writer)
             timings[mode].append(time.perf_counter() - t)
             print(f"batch {i} ({mode}): {result.bars} bars, steps {result.steps}", flush=True)
             t = time.perf_counter()

@@ -633,6 +633,9 @@ def update_gold(
     )
 
 
+_L1_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gold-l1-writer")
+
+
 def update_l1(
     spark: SparkSession,
     lake: Lake,
@@ -671,12 +674,6 @@ def update_l1(
         )
         if not bounds:
             return 0
-        merge_rows(
-            latest_quotes(rows),
-            lake=lake,
-            name=GOLD_L1_LATEST.name,
-            update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_LATEST)),
-        )
         lo = min(_epoch(b["lo"]) for b in bounds)
         hi = max(_epoch(b["hi"]) for b in bounds) + 1
         scope = (
@@ -684,13 +681,26 @@ def update_l1(
             f" AND {_in_sql('t.quote_date', {b['d'] for b in bounds})}"
             f" AND t.second >= {_literal(_ts(lo))} AND t.second < {_literal(_ts(hi))}"
         )
-        merge_rows(
-            quotes_1s(rows),
-            lake=lake,
-            name=GOLD_L1_1S.name,
-            update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_1S)),
-            target_scope=scope,
-        )
+        # The two tables in parallel: one's planning and commit overlap the other's jobs.
+        writes = [
+            _L1_POOL.submit(
+                merge_rows,
+                latest_quotes(rows),
+                lake=lake,
+                name=GOLD_L1_LATEST.name,
+                update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_LATEST)),
+            ),
+            _L1_POOL.submit(
+                merge_rows,
+                quotes_1s(rows),
+                lake=lake,
+                name=GOLD_L1_1S.name,
+                update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_1S)),
+                target_scope=scope,
+            ),
+        ]
+        for write in writes:
+            write.result()
         return sum(int(b["n"]) for b in bounds)
     finally:
         rows.unpersist()
