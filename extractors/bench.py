@@ -16,6 +16,10 @@ folder, exactly as in production. Two phases:
   time (Binance ``T`` ms, KuCoin ``time`` ns, Coinbase ``time`` ISO), as p50/p99 in milliseconds.
   A received frame is durable when its batch is written: at most ``batch_max_age_s`` later
   (1 s by default) plus the sink's write time; landing files become visible when they roll.
+
+Then the same two phases against a replay feed instead of the simulator (``replay_*`` figures,
+:mod:`extractors.bench_replay`): the extractor's own ceiling, frames per CPU-second, when the
+feed is not what runs out of CPU first.
 """
 
 from __future__ import annotations
@@ -156,8 +160,17 @@ def run(
 ) -> dict[str, Any]:
     """Throughput at full speed, then latency at ``latency_rate`` trades/s; one extractor process."""
     warmup_s, measure_s = (3.0, 5.0) if quick else (5.0, 20.0)
+    from extractors import bench_replay  # imports this module
+
     full, _ = _phase(exchange, symbols, 0, warmup_s=warmup_s, measure_s=measure_s)
     steady, latencies = _phase(exchange, symbols, latency_rate, warmup_s=warmup_s, measure_s=measure_s)
+    replay = bench_replay.run(quick=quick, symbols=symbols, latency_rate=latency_rate)
+    replayed = {
+        f"replay_{phase}_{key}": value
+        for phase in ("full_speed", "paced")
+        for key, value in replay[phase].items()
+        if key not in ("feed_trades_per_s", "sigterm_exit_code")
+    }
     return {
         "exchange": exchange,
         "symbols": symbols,
@@ -168,6 +181,7 @@ def run(
         "ws_trade_frames_measured": len(latencies),
         "trade_event_to_recv_ms_p50": round(_percentile(latencies, 0.50), 2),
         "trade_event_to_recv_ms_p99": round(_percentile(latencies, 0.99), 2),
+        **replayed,
     }
 
 

@@ -183,7 +183,7 @@ async def run_extractor_timed(
     await settle(sim, extractor, exchanges)
     stopped_ms = now_ms()
     stop.set()
-    await asyncio.wait_for(task, seconds(10))
+    await asyncio.wait_for(task, settings.extractors.shutdown_timeout_s + seconds(10))  # a hang guard
     await sink.close()
     return Run(extractor, started_ms, stopped_ms)
 
