@@ -327,9 +327,11 @@ def write_priced_batch(
             write_quarantine(bad, lake=lake, app_id=app_id, version=batch_id)
         if not minutes:
             return ()
-        good = dedupe_first(rows.where(ok), target.key, target.order())
         session = rows.sparkSession
         batch_keys = [(r["m"], r["k"]) for r in keyed if r["ok"] and r["m"] is not None]
+        good = rows.where(ok)
+        if len({k for _, k in batch_keys}) < len(batch_keys):  # the window's shuffle only when needed
+            good = dedupe_first(good, target.key, target.order())
         if index is None:
             index = KeyIndex()
         index.load(read_table(session, lake, target.name), spec=spec, minutes=minutes)
