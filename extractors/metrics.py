@@ -150,7 +150,7 @@ class Metrics:
         )
         self.sink_latency = Histogram(
             p + "sink_write_seconds",
-            "Time for a sink to make a batch durable",
+            "Time for a sink to make one write call durable (a group of up to 64 batches)",
             ["sink"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
