@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 from extractors.envelope import Batch, Envelope
@@ -51,7 +50,7 @@ class GatedSink:
 def test_a_reader_paused_by_back_pressure_is_not_taken_for_a_stale_feed(tmp_path: Path) -> None:
     stale_after = seconds(1.5)  # run_extractor's stale_after_s
     gated: list[GatedSink] = []
-    paused_for: list[float] = []
+    held: list[bool] = []
 
     def wrap(sink: Sink) -> Sink:
         gated.append(GatedSink(sink))
@@ -60,12 +59,11 @@ def test_a_reader_paused_by_back_pressure_is_not_taken_for_a_stale_feed(tmp_path
     async def hold_the_sink(sim: ExchangeSimulator, extractor: Extractor) -> None:
         gated[0].gate.clear()
         await wait_for(lambda: not extractor.writer.room.is_set(), seconds(10))
-        started = time.monotonic()
         # The readers stay paused for well over stale_after_s (the watchdog ticks meanwhile):
         # the length of the pause is the scenario, not a wait for something to happen.
         await asyncio.sleep(3 * stale_after)
         assert not extractor.writer.room.is_set()
-        paused_for.append(time.monotonic() - started)
+        held.append(True)
         gated[0].gate.set()
 
     async def scenario() -> tuple[Truth, Extractor]:
@@ -82,7 +80,7 @@ def test_a_reader_paused_by_back_pressure_is_not_taken_for_a_stale_feed(tmp_path
             return run.truth(sim, "binance"), run.extractor
 
     truth, extractor = asyncio.run(scenario())
-    assert paused_for and paused_for[0] > 2 * stale_after
+    assert held  # the readers were held paused for 3 x stale_after_s
     m = extractor.metrics
     assert m.value("cryptolake_extractor_reconnects_total", exchange="binance", reason="stale") == 0
     check_against_truth("binance", read_landing(tmp_path), truth)
