@@ -159,11 +159,12 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=seconds(300),
+        timeout=seconds(900),
         check=False,
     )
 
 
+@pytest.mark.timeout(int(seconds(2000)))  # two JVMs start (~20 s each on a quiet machine)
 def test_spark_catalog_persists_the_tables_across_processes(spark: SparkSession, lake: Lake) -> None:
     env = {"CRYPTOLAKE_LAKE_ROOT": lake.settings.root, "CRYPTOLAKE_SPARK_MASTER": "local[1]"}
     done = _run("-m", "lake", "catalog", env=env)
