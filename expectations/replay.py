@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -96,7 +96,7 @@ def replay(
         validated.release()
 
 
-def _price(spark: SparkSession, rows, *, lake: Lake, table_name: str, carry: int):  # type: ignore[no-untyped-def]
+def _price(spark: SparkSession, rows: DataFrame, *, lake: Lake, table_name: str, carry: int) -> DataFrame:
     """Set the USDT columns from ``silver.usdt_rates`` (the replayed minutes and ``carry`` before)."""
     spec = table(table_name)
     minute = minute_of("event_ts")

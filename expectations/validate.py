@@ -25,10 +25,9 @@ through unvalidated (``good`` is the input, ``bad`` empty), the error is logged,
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -101,10 +100,13 @@ class Validated:
     bad: DataFrame
     results: tuple[ExpectationResult, ...]
     rows: int
+    #: Rows in ``bad``: failed a critical expectation, or rejected by the parser (``_error``).
     quarantined: int
     engine: Engine
     elapsed_ms: float
     error: str | None = None
+    #: Rows the parser had rejected (``_error`` set): in ``bad``, not judged by the suite.
+    parse_rejected: int = 0
     gx_result: dict[str, Any] | None = None
     #: The Spark predicates' counts when a GX run replaced ``results`` (they should be equal).
     spark_results: tuple[ExpectationResult, ...] = ()
@@ -120,8 +122,6 @@ class Validated:
     def failed(self) -> int:
         """Rows failing at least one critical expectation (parser rejects not included)."""
         return self.quarantined - self.parse_rejected
-
-    parse_rejected: int = 0
 
     @property
     def quarantined_ratio(self) -> float:
@@ -419,7 +419,3 @@ def validate(
 ) -> Validated:
     """:meth:`Validator.validate` with one shared validator per settings object."""
     return default_validator(settings or DqSettings()).validate(df, table=table, batch_id=batch_id, now=now)
-
-
-def results_json(results: Sequence[ExpectationResult]) -> str:
-    return json.dumps([r.__dict__ for r in results])
