@@ -112,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "sql" and sql_settings.engine == "duckdb":
-        from lake.sql import duckdb_connect, run_duckdb
+        from lake.sql import duckdb_connect, referenced_tables, run_duckdb
 
         try:
-            result = run_duckdb(duckdb_connect(lake, spark=runtime.spark), args.statement, limit=args.limit)
+            con = duckdb_connect(lake, spark=runtime.spark, tables=referenced_tables(args.statement))
+            result = run_duckdb(con, args.statement, limit=args.limit)
         except Exception as exc:  # a SQL error is the user's: say it, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 1

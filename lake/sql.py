@@ -8,10 +8,10 @@ catalog, Spark's built-in Hive metastore (embedded Derby) under ``<lake root>/_c
 at a time: a second Spark process on the same metastore fails to open it (use a Derby network
 server or a real metastore for several, ``sql.spark_conf``).
 
-**DuckDB** (``python -m lake sql``, the default; the web server): no JVM. Each Delta table is read
-with delta-rs (``deltalake``) as an Arrow dataset, which DuckDB scans with projection and filter
-pushdown; the same names (``gold.ohlcv_1m``) and views are defined in the connection. It reads the
-newest committed snapshot, like Spark.
+**DuckDB** (``python -m lake sql``, the default; the web server): no JVM. delta-rs (``deltalake``)
+resolves each Delta table's newest snapshot (its file list), which DuckDB's Parquet reader scans
+with projection, partition and row-group pruning; the same names (``gold.ohlcv_1m``) and views are
+defined in the connection, for the tables the statement names.
 
 Both engines also keep the old ``<layer>_<entity>`` names (``silver_trades``) as views.
 """
@@ -258,12 +258,30 @@ def _delta_uri(path: str) -> str:
     return "s3://" + path[len("s3a://") :] if path.startswith("s3a://") else path
 
 
+def referenced_tables(statement: str) -> list[str]:
+    """The lake tables a statement names (``gold.ohlcv_1m``, ``gold_ohlcv_1m``, a rollup view), or all."""
+    text = statement.lower()
+    names = [n for n in TABLES if n in text or view_name(n) in text]
+    if any(view in text for view in rollup_views("duckdb")) and "gold.ohlcv_1m" not in names:
+        names.append("gold.ohlcv_1m")
+    return names or list(TABLES)
+
+
+def _duckdb_type(dtype: Any) -> str:
+    from pyspark.sql.types import DateType, StringType
+
+    return "DATE" if isinstance(dtype, DateType) else "VARCHAR" if isinstance(dtype, StringType) else "BIGINT"
+
+
 def duckdb_connect(
     lake: Lake, *, spark: SparkSettings | None = None, tables: Sequence[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with every existing lake table as ``<layer>.<entity>`` (UTC session).
+    """A DuckDB connection with the lake's existing tables (or ``tables``) as ``<layer>.<entity>``.
 
-    Tables are read through delta-rs at their newest version when the connection is made.
+    Each table is opened with delta-rs at its newest version. A table whose protocol has no reader
+    features (no deletion vectors, no column mapping: what the lake's tables use) is read by
+    DuckDB's own Parquet reader from the snapshot's file list (partition values from the paths);
+    any other through a pyarrow dataset. Timestamps are UTC (``TimeZone`` is UTC).
     """
     import duckdb
     from deltalake import DeltaTable
@@ -276,12 +294,24 @@ def duckdb_connect(
     for name in tables or TABLES:
         layer, entity = name.split(".", 1)
         try:
-            dataset = DeltaTable(_delta_uri(lake.path(name)), storage_options=options).to_pyarrow_dataset()
+            delta = DeltaTable(_delta_uri(lake.path(name)), storage_options=options)
         except TableNotFoundError:
             continue
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        con.register(f"_arrow_{layer}_{entity}", dataset)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _arrow_{layer}_{entity}")
+        protocol = delta.protocol()
+        files = delta.file_uris()
+        spec = TABLES[name]
+        if protocol.min_reader_version <= 1 and not protocol.reader_features and files and not options:
+            types = {f.name: f.dataType for f in spec.schema.fields}
+            hive = ", ".join(f"'{c}': {_duckdb_type(types[c])}" for c in spec.partition_by)
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            source = f"read_parquet([{listed}], hive_partitioning = {str(bool(hive)).lower()}"
+            source += f", hive_types = {{{hive}}})" if hive else ")"
+            columns = ", ".join(f'"{c}"' for c in spec.columns)
+            con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM {source}")
+        else:
+            con.register(f"_arrow_{layer}_{entity}", delta.to_pyarrow_dataset())
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _arrow_{layer}_{entity}")
         con.execute(f"CREATE VIEW {view_name(name)} AS SELECT * FROM {name}")
         found.append(name)
     if "gold.ohlcv_1m" in found:
