@@ -19,12 +19,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from expectations.results import record
+    from expectations.results import ResultsBuffer, record
     from expectations.suites import SUITES, DqSettings, suite_for
     from expectations.validate import REASON_PREFIX, ExpectationResult, Validated, Validator, validate
 
 _WHERE = {
     "record": "expectations.results",
+    "ResultsBuffer": "expectations.results",
     "SUITES": "expectations.suites",
     "DqSettings": "expectations.suites",
     "suite_for": "expectations.suites",
@@ -40,6 +41,7 @@ __all__ = [
     "SUITES",
     "DqSettings",
     "ExpectationResult",
+    "ResultsBuffer",
     "Validated",
     "Validator",
     "record",

@@ -9,11 +9,16 @@ commit, one of two ways:
   a MERGE costs about 5x an append here (figures in ``docs/quality.md``);
 * without them: a MERGE on the key (the same batch recorded again overwrites its row), bounded to
   the batch ids written so it reads only the files that can hold them.
+
+:class:`ResultsBuffer` amortizes that commit: it keeps the rows on the driver and MERGEs them every
+``flush_every`` batches (a crash loses at most the rows not flushed yet; quarantine and the
+Prometheus metrics have them anyway), and a failed flush is logged and retried, never raised.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +27,8 @@ from pyspark.sql import SparkSession
 from expectations.validate import Validated
 from lake.delta_io import append, dedupe_latest, merge_rows
 from lake.tables import GOLD_DQ_RESULTS, Lake
+
+logger = logging.getLogger(__name__)
 
 
 def result_row(v: Validated) -> tuple[Any, ...]:
@@ -48,6 +55,17 @@ def result_row(v: Validated) -> tuple[Any, ...]:
     )
 
 
+def _merge(spark: SparkSession, rows: Sequence[tuple[Any, ...]], *, lake: Lake) -> None:
+    df = spark.createDataFrame(list(rows), GOLD_DQ_RESULTS.schema)
+    ids = sorted({r[2] for r in rows})
+    merge_rows(
+        dedupe_latest(df, GOLD_DQ_RESULTS.key, order_by=("checked_ts",)),
+        lake=lake,
+        name=GOLD_DQ_RESULTS.name,
+        target_scope=f"t.batch_id IN ({', '.join(str(i) for i in ids)})",
+    )
+
+
 def record(
     spark: SparkSession,
     validated: Sequence[Validated],
@@ -59,14 +77,53 @@ def record(
     """Write these batches' results to ``gold.dq_results`` in one commit (see the module doc)."""
     if not validated:
         return
-    df = spark.createDataFrame([result_row(v) for v in validated], GOLD_DQ_RESULTS.schema)
+    rows = [result_row(v) for v in validated]
     if app_id is not None and version is not None:
+        df = spark.createDataFrame(rows, GOLD_DQ_RESULTS.schema)
         append(df, lake=lake, name=GOLD_DQ_RESULTS.name, app_id=app_id, version=version)
         return
-    ids = sorted({v.batch_id for v in validated})
-    merge_rows(
-        dedupe_latest(df, GOLD_DQ_RESULTS.key, order_by=("checked_ts",)),
-        lake=lake,
-        name=GOLD_DQ_RESULTS.name,
-        target_scope=f"t.batch_id IN ({', '.join(str(i) for i in ids)})",
-    )
+    _merge(spark, rows, lake=lake)
+
+
+class ResultsBuffer:
+    """``gold.dq_results`` rows held on the driver, MERGEd every ``flush_every`` batches.
+
+    ``max_rows`` bounds what a sink that keeps failing can pile up (the oldest rows are dropped,
+    with a warning).
+    """
+
+    def __init__(self, *, lake: Lake, flush_every: int = 10, max_rows: int = 10_000) -> None:
+        self._lake = lake
+        self._flush_every = flush_every
+        self._max_rows = max_rows
+        self._rows: list[tuple[Any, ...]] = []
+        self._batches = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def add(self, spark: SparkSession, validated: Sequence[Validated]) -> None:
+        """Keep one micro-batch's results; flush when ``flush_every`` batches are held."""
+        self._rows.extend(result_row(v) for v in validated)
+        self._batches += 1
+        if len(self._rows) > self._max_rows:
+            dropped = len(self._rows) - self._max_rows
+            logger.warning("gold.dq_results: dropping %d unwritten rows (flushes keep failing)", dropped)
+            del self._rows[:dropped]
+        if self._batches >= self._flush_every:
+            self.flush(spark)
+
+    def flush(self, spark: SparkSession) -> None:
+        """MERGE what is held (on a clean stop too); a failure is logged and retried at the next flush."""
+        if not self._rows:
+            return
+        try:
+            _merge(spark, self._rows, lake=self._lake)
+        except Exception:
+            logger.exception(
+                "writing %d gold.dq_results rows failed; kept for the next flush", len(self._rows)
+            )
+            return
+        self._rows.clear()
+        self._batches = 0

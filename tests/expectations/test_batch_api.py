@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pyspark.sql import functions as F
 
-from expectations import DqSettings, Validator, record
+from expectations import DqSettings, ResultsBuffer, Validator, record
 from expectations.replay import replay
 from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES, Lake, LakeSettings
 from spark_jobs.runtime import read_table, write_quarantine
@@ -89,6 +89,26 @@ def test_dq_results_one_row_per_suite_table_batch_and_rewritten_idempotently(spa
     size = next(e for e in r["expectations"] if e["name"] == "size_positive")
     assert (size["evaluated"], size["failed"], size["success"], size["severity"]) == (2, 1, False, "critical")
     assert rows[12]["success"] and rows[12]["failed"] == 0
+
+
+def test_results_buffer_merges_every_n_batches_and_a_batch_again_stays_one_row(spark, lake) -> None:
+    validator = Validator()
+    df = frame(spark, TRADES, [{"trade_id": "1"}])
+    batches = [validator.validate(df, table=TRADES, batch_id=i, now=NOW, run_gx=False) for i in (1, 2)]
+    buffer = ResultsBuffer(lake=lake, flush_every=2)
+    buffer.add(spark, [batches[0]])
+    assert buffer.pending == 1  # nothing written yet
+    buffer.add(spark, [batches[1]])
+    assert buffer.pending == 0
+    buffer.add(spark, [batches[0]])  # batch 1 replayed after a restart
+    buffer.flush(spark)
+    for v in batches:
+        v.release()
+    stored = read_table(spark, lake, GOLD_DQ_RESULTS.name).collect()
+    assert sorted((r["batch_id"], r["success"], r["evaluated"]) for r in stored) == [
+        (1, True, 1),
+        (2, True, 1),
+    ]
 
 
 def test_replay_reinserts_rows_a_fixed_suite_accepts_once(spark, lake) -> None:
