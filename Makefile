@@ -36,6 +36,12 @@ run: setup ## Demo: simulator -> extractors -> landing zone -> Spark bronze/silv
 bench: setup ## Benchmarks: print figures and write them to bench-results.json
 	$(PY) -m infra.bench --out bench-results.json $(BENCH_ARGS)
 
+.PHONY: sql
+Q ?= SELECT exchange, symbol, minute, close, volume FROM gold.ohlcv_1m ORDER BY minute DESC LIMIT 10
+
+sql: setup ## Query the lake by table name, no JVM (DuckDB over Delta): make sql Q="SELECT ..."
+	$(PY) -m lake sql "$(Q)"
+
 .PHONY: infra-up infra-down infra-status
 ONLY ?=
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)

@@ -54,6 +54,8 @@ class SilverSettings:
     dedupe_window: str = "10 minutes"
     rate_carry_minutes: int = 5
     reprice_minutes: int = 10
+    quality: bool = True
+    gold_interval_s: float = 10.0
 
 
 SETTING_HELP: dict[str, str] = {
@@ -72,6 +74,10 @@ SETTING_HELP: dict[str, str] = {
     "dropped before parsing (older duplicates are still removed by the MERGE)",
     "rate_carry_minutes": "a row without a USDT rate in its own minute takes the latest rate at most "
     "this many minutes older (method suffixed :carried)",
+    "quality": "validate every micro-batch with the table's data-quality suite (expectations/) before "
+    "the write: failing rows go to silver.quarantine, results to gold.dq_results",
+    "gold_interval_s": "live pipeline: update the gold tables from the new silver rows at most this "
+    "often (seconds; 0: no gold in the live pipeline)",
     "reprice_minutes": "tickers/L1: rows this many minutes before a batch's first minute are re-priced "
     "when rates changed",
 }

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
@@ -53,6 +54,9 @@ from spark_jobs.usdt import (
     rates_frame,
     recency,
 )
+
+if TYPE_CHECKING:  # importing Great Expectations costs seconds: only the callers that validate do
+    from expectations.validate import Validated, Validator
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +162,8 @@ class PricedJob:
         markets: DataFrame,
         book: RateBook | None = None,
         index: KeyIndex | None = None,
-    ) -> tuple[int, ...]:
+        validator: Validator | None = None,
+    ) -> Written:
         """Normalize bronze rows of this job's channels and write them (see :func:`write_priced_batch`)."""
         rows = bronze.transform(self.normalize(markets))
         return write_priced_batch(
@@ -170,6 +175,7 @@ class PricedJob:
             batch_id=batch_id,
             book=book,
             index=index,
+            validator=validator,
         )
 
     def batch_writer(
@@ -184,9 +190,10 @@ class PricedJob:
         markets = MarketsCache(lake)
         book = RateBook() if self.target.computes_rates else None
         index = KeyIndex()
+        validator = quality_validator(settings)
 
         def process(batch: DataFrame, batch_id: int) -> None:
-            minutes = self.write(
+            written = self.write(
                 batch,
                 batch_id,
                 lake=lake,
@@ -195,6 +202,11 @@ class PricedJob:
                 markets=markets.get(batch.sparkSession),
                 book=book,
                 index=index,
+                validator=validator,
+            )
+            minutes = written.minutes
+            record_quality(
+                batch.sparkSession, [written], lake=lake, app_id=f"{writer_id}-dq", batch_id=batch_id
             )
             if book is not None:
                 write_rates(batch.sparkSession, book, minutes, lake=lake)
@@ -223,6 +235,26 @@ class PricedJob:
 
     def main(self, argv: list[str] | None, *, description: str) -> int:
         return silver_main(argv, prog=self.query, description=description, build_query=self.build_query)
+
+
+def quality_validator(settings: SilverSettings) -> Validator | None:
+    """The data-quality validator the silver writers use (``None`` with ``quality: false``)."""
+    if not settings.quality:
+        return None
+    from expectations.validate import Validator
+
+    return Validator()
+
+
+def record_quality(
+    spark: SparkSession, written: Sequence[Written], *, lake: Lake, app_id: str, batch_id: int
+) -> None:
+    """One append of the batch's validation results to ``gold.dq_results`` (idempotent per batch)."""
+    validated = [w.validated for w in written if w.validated is not None]
+    if validated:
+        from expectations.results import record
+
+        record(spark, validated, lake=lake, app_id=app_id, version=batch_id)
 
 
 def key_text(key: Sequence[str]) -> Column:
@@ -289,8 +321,13 @@ def write_priced_batch(
     batch_id: int,
     book: RateBook | None = None,
     index: KeyIndex | None = None,
-) -> tuple[int, ...]:
-    """Quarantine, dedupe, price and append one micro-batch of normalized rows; returns its minutes.
+    validator: Validator | None = None,
+) -> Written:
+    """Validate, quarantine, dedupe, price and append one micro-batch of normalized rows.
+
+    With a ``validator`` the batch is first checked against the table's data-quality suite
+    (:mod:`expectations.validate`, on the Spark DataFrame): rows the parser or a critical
+    expectation rejected go to ``silver.quarantine`` with the reason, the rest go on.
 
     New rows are priced with the rates known now: ``book`` (required for trades, which update it
     with the batch's prices) or, without one, the ``silver.usdt_rates`` table. Rows whose key is
@@ -300,10 +337,16 @@ def write_priced_batch(
     idempotent under
     ``(app_id, batch_id)``. Stored rows whose rate changed are re-priced by :class:`Repricer`.
 
-    Returns the event minutes (epoch seconds) of the batch's good rows.
+    Returns the event minutes (epoch seconds) of the batch's good rows and the validation.
     """
     spec = table(target.name)
     started = time.perf_counter()
+    validated = None
+    if validator is not None:
+        validated = validator.validate(rows, table=target.name, batch_id=batch_id)
+        if validated.quarantined:
+            write_quarantine(validated.bad, lake=lake, app_id=app_id, version=batch_id)
+        rows = validated.good
     rows = rows.withColumn("_minute", minute_of("event_ts")).persist()
     try:
         ok = F.col("_error").isNull()
@@ -326,7 +369,7 @@ def write_priced_batch(
             )
             write_quarantine(bad, lake=lake, app_id=app_id, version=batch_id)
         if not minutes:
-            return ()
+            return Written((), validated)
         session = rows.sparkSession
         batch_keys = [(r["m"], r["k"]) for r in keyed if r["ok"] and r["m"] is not None]
         good = rows.where(ok)
@@ -367,9 +410,20 @@ def write_priced_batch(
         append(fresh, lake=lake, name=target.name, app_id=app_id, version=batch_id)
         index.add(batch_keys)
         logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)
-        return minutes
+        return Written(minutes, validated)
     finally:
         rows.unpersist()
+        if validated is not None:
+            validated.release()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_priced_batch` wrote: the event minutes (epoch seconds) of its good rows,
+    and its data-quality results (``None`` when it was not validated)."""
+
+    minutes: tuple[int, ...]
+    validated: Validated | None = None
 
 
 def _observed() -> tuple[Column, ...]:
@@ -533,21 +587,21 @@ class Repricer:
         closed_before = self._newest - 60 * self._close_after
         return sorted(m for m in self._pending if m < closed_before)
 
-    def run_due(self, spark: SparkSession) -> None:
-        """Re-price the minutes that have closed (called at the end of a micro-batch)."""
+    def run_due(self, spark: SparkSession) -> list[int]:
+        """Re-price the minutes that have closed (called at the end of a micro-batch); returns them."""
         due = self.due()
         if due:
             self._pending.difference_update(due)
-            self._run(spark, due)
+            return self._run(spark, due)
+        return []
 
-    def finish(self, spark: SparkSession) -> None:
-        """On a clean stop: re-price every pending minute, open or not."""
+    def finish(self, spark: SparkSession) -> list[int]:
+        """On a clean stop: re-price every pending minute, open or not; returns them."""
         due = sorted(self._pending)
         self._pending.clear()
-        if due:
-            self._run(spark, due)
+        return self._run(spark, due) if due else []
 
-    def _run(self, spark: SparkSession, due: list[int]) -> None:
+    def _run(self, spark: SparkSession, due: list[int]) -> list[int]:
         started = time.perf_counter()
         try:
             write_rates(spark, self._book, due, lake=self._lake)
@@ -556,8 +610,9 @@ class Repricer:
         except Exception:  # retried with the next closed minutes; never kills the stream
             self._pending.update(due)
             logger.exception("re-pricing %d minutes failed; they stay due", len(due))
-            return
+            return []
         logger.info("re-priced %d closed minutes in %.1f s", len(due), time.perf_counter() - started)
+        return due
 
 
 # --- event-time ranges: what a batch reads and MERGEs is bounded by the minutes it touched ------

@@ -52,3 +52,7 @@ def test_example_config_loads_every_section_without_unknown_keys() -> None:
     config = read_yaml(Path(__file__).parent.parent / "config.example.yaml")
     assert load_section(LakeSettings, "lake", config=config, environ={}).root == "lake-data"
     assert load_section(SparkSettings, "spark", config=config, environ={}).shuffle_partitions == 4
+    from spark_jobs.runtime import BronzeSettings, SilverSettings
+
+    assert load_section(BronzeSettings, "bronze", config=config, environ={}) == BronzeSettings()
+    assert load_section(SilverSettings, "silver", config=config, environ={}) == SilverSettings()
