@@ -42,6 +42,12 @@ Q ?= SELECT exchange, symbol, minute, close, volume FROM gold.ohlcv_1m ORDER BY 
 sql: setup ## Query the lake by table name, no JVM (DuckDB over Delta): make sql Q="SELECT ..."
 	$(PY) -m lake sql "$(Q)"
 
+.PHONY: sql-server
+THRIFT_PORT ?= 10000
+
+sql-server: setup ## Serve the tables over JDBC (Spark Thrift server) on 127.0.0.1:10000 (THRIFT_PORT=...) until Ctrl-C
+	$(PY) -m lake $(CONFIG_ARG) thrift --port $(THRIFT_PORT)
+
 .PHONY: infra-up infra-down infra-status
 ONLY ?=
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)

@@ -5,6 +5,7 @@ python -m lake init                   # create every table (empty) under the lak
 python -m lake catalog                # register the tables and views in Spark's persistent catalog
 python -m lake sql "SELECT * FROM gold.ohlcv_1m LIMIT 10"              # DuckDB, no JVM
 python -m lake sql --engine spark "SELECT * FROM gold.ohlcv_5m LIMIT 10"
+python -m lake thrift [--host 127.0.0.1] [--port 10000]   # JDBC: jdbc:hive2://127.0.0.1:10000/default
 python -m lake optimize [--table gold.ohlcv_1m ...] [--no-zorder]
 python -m lake vacuum [--table ...] [--retention-hours 168]
 spark-submit $(python -m lake submit-args) spark_jobs/silver_trades.py ...   # jars + Delta conf
@@ -17,10 +18,16 @@ import json
 import logging
 import shlex
 import sys
+from typing import TYPE_CHECKING, Any
 
 from lake.config import ConfigError, load_section, read_yaml
 from lake.settings import load_runtime
 from lake.tables import TABLES
+
+if TYPE_CHECKING:
+    from lake.session import SparkSettings
+    from lake.sql import SqlSettings
+    from lake.tables import Lake
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=50, help="rows to show (default 50; 0: all)")
     sql.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     sql.add_argument("--timing", action="store_true", help="print the query time to stderr")
+    thrift = sub.add_parser(
+        "thrift", help="serve the catalog over JDBC (Spark Thrift server, HiveServer2) until Ctrl-C"
+    )
+    thrift.add_argument("--host", help="address to bind (thrift.host, default 127.0.0.1)")
+    thrift.add_argument("--port", type=int, help="HiveServer2 port (thrift.port, default 10000)")
     opt = sub.add_parser("optimize", help="compact tables, Z-ordered by symbol and time")
     opt.add_argument("--table", action="append", dest="tables", help="a table name (repeatable; default all)")
     opt.add_argument("--no-zorder", action="store_true", help="compaction only (maintenance.zorder)")
@@ -94,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     lake = runtime.lake
+
+    if args.command == "thrift":
+        return _thrift(args, runtime.spark, lake, sql_settings, config)
 
     if args.command == "submit-args":
         from lake.session import submit_args
@@ -176,6 +191,34 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{o.table:28} {json.dumps(o.metrics)} {o.seconds:.1f} s")
     finally:
         spark.stop()
+    return 0
+
+
+def _thrift(
+    args: argparse.Namespace,
+    spark: SparkSettings,
+    lake: Lake,
+    sql_settings: SqlSettings,
+    config: dict[str, Any],
+) -> int:
+    import signal
+    import threading
+
+    from lake.thrift import ThriftSettings, serve
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        settings = load_section(
+            ThriftSettings, "thrift", config=config, overrides={"host": args.host, "port": args.port}
+        )
+        serve(spark, lake, sql_settings, settings, stop=stop)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
