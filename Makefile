@@ -63,3 +63,9 @@ infra-status: ## Show whether local Kafka and MinIO run, with endpoints (python 
 
 clean: ## Remove local lake data, checkpoints and caches (keeps .venv and the jars)
 	rm -rf lake-data spark-warehouse .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: serve
+SERVE_ARGS ?=
+
+serve: setup ## Web server: live prices (WebSocket/SSE), gold over REST, the page: http://127.0.0.1:8321/
+	$(PY) -m lake.serve $(CONFIG_ARG) $(SERVE_ARGS)

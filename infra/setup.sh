@@ -79,4 +79,19 @@ else
   [ -x "$MINIO_BIN" ] || die "go install finished but $MINIO_BIN is missing: check GOBIN/GOFLAGS, then re-run 'make setup'"
 fi
 
+# --- web: the page's JavaScript for python -m lake.serve (owned by lake/serve; keep this block apart) ---
+# TradingView's lightweight-charts from npm into the git-ignored .cache/web (served by the server,
+# never copied into the repo, no CDN at run time). Installed only when missing or of another version.
+LWC_VERSION=5.2.1
+lwc_pkg=$CACHE/web/node_modules/lightweight-charts/package.json
+if [ -f "$lwc_pkg" ] && grep -q "\"version\": \"$LWC_VERSION\"" "$lwc_pkg"; then
+  say "lightweight-charts $LWC_VERSION up to date ($CACHE/web)"
+else
+  need npm "Node.js and npm (e.g. apt-get install npm); the serve page's chart library comes from npm"
+  say "installing lightweight-charts@$LWC_VERSION from npm into $CACHE/web"
+  npm install --silent --no-audit --no-fund --prefix "$CACHE/web" "lightweight-charts@$LWC_VERSION" \
+    || die "npm could not install lightweight-charts@$LWC_VERSION (see above): check access to the npm registry, then re-run 'make setup'"
+fi
+# --- end of the web block ---
+
 say "ready: $("$VENV/bin/python" --version), jars in $CACHE/jars"
