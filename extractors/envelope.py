@@ -14,8 +14,9 @@ from typing import Any, Literal
 import orjson
 
 #: ``gaps`` holds the runner's records of trades the exchange could not return after a
-#: disconnect (payload: JSON with native_symbol, after_id, before_id, reason).
-Channel = Literal["ticker", "trades", "l1", "markets", "deadletter", "gaps"]
+#: disconnect (payload: JSON with native_symbol, after_id, before_id, reason). ``klines`` holds
+#: the exchange's own 1-minute candles (REST pages, ``extractors.klines``).
+Channel = Literal["ticker", "trades", "l1", "markets", "deadletter", "gaps", "klines"]
 Source = Literal["ws", "rest"]
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]")

@@ -51,6 +51,7 @@ from extractors.batcher import Batcher
 from extractors.envelope import Batch, Channel, Envelope
 from extractors.exchanges import connector as get_connector
 from extractors.exchanges.base import Connector, Market, RestRequest, UnknownFrame, takes_firehose
+from extractors.klines import KlinePoller
 from extractors.metrics import Metrics
 from extractors.rest import RestClient, RestError
 from extractors.settings import ExchangeSettings, Settings, parse_shard, select_markets, urls
@@ -229,9 +230,23 @@ class ExchangeRunner:
             self._tasks += [tg.create_task(self._gap_worker(i)) for i in range(_GAP_WORKERS)]
             self._tasks.append(tg.create_task(self._rediscovery_loop()))
             self._tasks.append(tg.create_task(self._market_watch_loop()))
+            if self.ext.klines:
+                self._tasks.append(tg.create_task(self._klines_poller().run()))
             if self.resume_file is not None:
                 self._tasks.append(tg.create_task(self._state_loop()))
         self._tg = None
+
+    def _klines_poller(self) -> KlinePoller:
+        ext = self.ext
+        return KlinePoller(
+            self.c,
+            self.rest,
+            markets=lambda: self.markets,
+            emit=self._emit,
+            stop=self._stop,
+            delay_s=ext.klines_delay_s,
+            rest_share=ext.klines_rest_share,
+        )
 
     def _add_connection(self, markets: list[str]) -> _Connection:
         conn = _Connection(

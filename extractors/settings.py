@@ -44,6 +44,11 @@ class ExtractorSettings:
     market_quiet_after_s: float = 300.0
     #: Exchanges with an L1 poller (Coinbase): poll markets without a tick for this long; 0 = off.
     l1_poll_interval_s: float = 10.0
+    #: Fetch each closed minute's exchange candle of every market (channel ``klines``), this long
+    #: after the minute closed, using at most ``klines_rest_share`` of the exchange's REST rate.
+    klines: bool = True
+    klines_delay_s: float = 120.0
+    klines_rest_share: float = 0.25
     #: Bigger frames go to dead letters (truncated); the connection stays up.
     max_frame_bytes: int = 1_048_576
     rest_timeout_s: float = 10.0
@@ -139,6 +144,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("extractors.max_pending_batches must be >= 1 (default 256)")
     if not ext.state_dir or ext.state_interval_s <= 0:
         raise ConfigError("extractors.state_dir must be a folder and state_interval_s > 0")
+    if ext.klines_delay_s < 0 or not 0 < ext.klines_rest_share <= 1:
+        raise ConfigError("extractors.klines_delay_s must be >= 0 and 0 < klines_rest_share <= 1")
     if ext.backoff_initial_s <= 0 or ext.backoff_max_s < ext.backoff_initial_s:
         raise ConfigError("extractors.backoff_initial_s must be > 0 and <= backoff_max_s")
 

@@ -323,6 +323,33 @@ GOLD_EXCHANGE_VOLUME_DAILY = TableSpec(
     " and venue_share: the exchange's part of the symbol's USDT volume over all venues that day.",
 )
 
+#: A completeness ratio: ours / the exchange's, rounded half up to 10 decimals (1 = complete).
+RATIO = DecimalType(38, 10)
+
+GOLD_COMPLETENESS_1M = TableSpec(
+    name="gold.completeness_1m",
+    schema=_schema(
+        ("exchange", StringType(), False),
+        ("symbol", StringType(), False),
+        ("native_symbol", StringType(), False),
+        ("minute", TimestampType(), False),
+        ("trade_count", LongType(), False),
+        ("volume", PRICE, False),
+        ("exchange_trade_count", LongType(), True),
+        ("exchange_volume", PRICE, False),
+        ("count_ratio", RATIO, True),
+        ("volume_ratio", RATIO, True),
+        ("in_gap", BooleanType(), False),
+        ("kline_recv_ts", TimestampType(), False),
+        ("updated_ts", TimestampType(), False),
+    ),
+    key=("exchange", "symbol", "minute"),
+    description="Per exchange, symbol and minute with an exchange 1-minute candle (channel klines):"
+    " our trade count and base volume in silver.trades next to the exchange's (its trade count only"
+    " where the venue publishes one: Binance), their ratios (NULL when the exchange's is 0), and"
+    " in_gap: the minute overlaps a recorded gaps window (trades the extractor knows it lost).",
+)
+
 #: Per expectation of a batch: its stable name (``meta["name"]`` in the suite), GX type, severity,
 #: rows judged and rows unexpected, and whether it passed. (Nullable: Delta refuses NOT NULL
 #: constraints inside arrays.)
@@ -378,6 +405,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_L1_1S,
         GOLD_EXCHANGE_VOLUME_DAILY,
         GOLD_DQ_RESULTS,
+        GOLD_COMPLETENESS_1M,
     )
 }
 

@@ -64,6 +64,16 @@ class RestRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Candle:
+    """One exchange 1-minute candle: its start (ms since the epoch, UTC), base volume as the exact
+    decimal text sent, and the trade count where the venue publishes it (Binance only)."""
+
+    start_ms: int
+    volume: str
+    trade_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
     """One instrument from discovery. ``trading`` is false for halted, delisted or disabled ones."""
 
@@ -174,6 +184,13 @@ class Connector(Protocol):
     ) -> TradesPage: ...
 
     def l1_poll_request(self, native_symbol: str) -> RestRequest | None: ...
+
+    #: At most this many 1-minute candles per request.
+    KLINES_MAX_ROWS: int
+
+    def klines_request(self, native_symbol: str, *, start_ms: int, end_ms: int) -> RestRequest: ...
+
+    def parse_klines(self, body: str) -> list[Candle]: ...
 
 
 def takes_firehose(*, shard: tuple[int, int], connection_index: int) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from extractors.envelope import Channel
 from extractors.exchanges.base import (
+    Candle,
     Frame,
     Market,
     RestRequest,
@@ -46,6 +47,8 @@ MARKETS_PER_CONNECTION = (MAX_STREAMS_PER_CONNECTION - 1) // 2
 
 TICKER_STREAM = "!miniTicker@arr"
 TRADES_PAGE_LIMIT = 1000
+KLINES_MAX_ROWS = 1000
+_WEIGHT_KLINES = 2
 _WEIGHT_EXCHANGE_INFO = 20
 _WEIGHT_TRADES = 25
 
@@ -213,3 +216,26 @@ def parse_trades_page(
 def l1_poll_request(native_symbol: str) -> RestRequest | None:
     """No poller: @bookTicker pushes on every change."""
     return None
+
+
+def klines_request(native_symbol: str, *, start_ms: int, end_ms: int) -> RestRequest:
+    """``/api/v3/klines?symbol=&interval=1m&startTime=&endTime=`` (ms, both inclusive), weight 2."""
+    rows = (end_ms - start_ms) // 60_000 + 1
+    params = (
+        ("symbol", native_symbol),
+        ("interval", "1m"),
+        ("startTime", str(start_ms)),
+        ("endTime", str(end_ms)),
+        ("limit", str(min(max(rows, 1), KLINES_MAX_ROWS))),
+    )
+    return RestRequest("GET", "/api/v3/klines", params, _WEIGHT_KLINES)
+
+
+def parse_klines(body: str) -> list[Candle]:
+    """``[[1767225600000,"94210.01","94230.00","94190.10","94220.55","12.40510",1767225659999,
+    "1168771.2","1841","6.10200","574910.1","0"]]``: open time, OHLC, base volume, close time,
+    quote volume, trade count, taker-buy base and quote; oldest first."""
+    rows = json.loads(body)
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) >= 9 for r in rows):
+        raise UnknownFrame("klines response is not a list of 12-field rows")
+    return [Candle(as_int(r[0]), str(r[5]), as_int(r[8])) for r in rows]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
 from extractors.envelope import Channel
 from extractors.exchanges.base import (
+    Candle,
     Frame,
     Market,
     RestRequest,
@@ -42,6 +44,7 @@ MAX_CONNECTION_AGE_S = 23.5 * 3600
 CONSECUTIVE_IDS = True
 PER_SYMBOL_BATCH_CHANNELS: frozenset[str] = frozenset()
 TRADES_PAGE_LIMIT = 1000
+KLINES_MAX_ROWS = 300
 
 _IGNORED_TYPES = frozenset({"status"})
 
@@ -218,3 +221,22 @@ def l1_poll_request(native_symbol: str) -> RestRequest | None:
     """``{"bids":[["94210.00","0.41",3]],"asks":[["94210.01","0.025",1]],"sequence":112233445601,
     "time":"2026-01-01T00:00:01.000123Z"}``: the inside quote of a product that has not ticked."""
     return RestRequest("GET", _product_path(native_symbol, "book"), (("level", "1"),))
+
+
+def klines_request(native_symbol: str, *, start_ms: int, end_ms: int) -> RestRequest:
+    """``/products/<id>/candles?granularity=60&start=&end=`` (ISO 8601, UTC); at most 300 rows."""
+    params = (("granularity", "60"), ("start", _iso(start_ms)), ("end", _iso(end_ms)))
+    return RestRequest("GET", _product_path(native_symbol, "candles"), params)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_klines(body: str) -> list[Candle]:
+    """``[[1767225600,94190.1,94230.0,94210.0,94220.55,12.4051]]``: start (s), low, high, open,
+    close, base volume, as JSON numbers; newest first. The volume keeps the number's exact text."""
+    rows = json.loads(body, parse_float=str, parse_int=str)
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) >= 6 for r in rows):
+        raise UnknownFrame("candles response is not a list of 6-field rows")
+    return sorted((Candle(as_int(r[0]) * 1000, str(r[5])) for r in rows), key=lambda c: c.start_ms)

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from extractors.envelope import Channel
 from extractors.exchanges.base import (
+    Candle,
     Frame,
     Market,
     RestRequest,
@@ -48,6 +49,7 @@ PER_SYMBOL_BATCH_CHANNELS: frozenset[str] = frozenset({"ticker"})
 #: Two topics per market (match, level1); one kept for ticker:all.
 MARKETS_PER_CONNECTION = (TOPICS_PER_CONNECTION - 1) // 2
 HISTORY_LIMIT = 100
+KLINES_MAX_ROWS = 1500
 
 _TOPIC_PREFIX: dict[Channel, str] = {
     "ticker": "/market/ticker",
@@ -224,3 +226,24 @@ def parse_trades_page(
 def l1_poll_request(native_symbol: str) -> RestRequest | None:
     """No poller: level1 pushes on every change."""
     return None
+
+
+def klines_request(native_symbol: str, *, start_ms: int, end_ms: int) -> RestRequest:
+    """``/api/v1/market/candles?symbol=&type=1min&startAt=&endAt=`` in **seconds**, weight 3."""
+    params = (
+        ("symbol", native_symbol),
+        ("type", "1min"),
+        ("startAt", str(start_ms // 1000)),
+        ("endAt", str(end_ms // 1000)),
+    )
+    return RestRequest("GET", "/api/v1/market/candles", params, 3)
+
+
+def parse_klines(body: str) -> list[Candle]:
+    """``{"code":"200000","data":[["1767225600","94210.0","94220.5","94230.0","94190.1","12.405",
+    "1168771.2"]]}``: start (s), open, **close**, high, low, base volume, turnover; newest first;
+    no trade count."""
+    rows = _data(body)
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) >= 6 for r in rows):
+        raise UnknownFrame("candles data is not a list of 7-field rows")
+    return sorted((Candle(as_int(r[0]) * 1000, str(r[5])) for r in rows), key=lambda c: c.start_ms)

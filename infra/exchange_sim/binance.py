@@ -33,9 +33,11 @@ from aiohttp import web
 
 from infra.exchange_sim.markets import Market, Trade, fmt_units
 from infra.exchange_sim.server import (
+    Bar,
     Connection,
     ExchangeServer,
     RestError,
+    bars,
     history_from,
     int_param,
 )
@@ -186,50 +188,27 @@ def symbol_info(market: Market) -> dict[str, Any]:
     }
 
 
-def kline_rows(market: Market, trades: list[Trade], interval_ms: int) -> list[list[Any]]:
-    """Bars of ``interval_ms`` from chronological trades (intervals without trades are omitted)."""
-    bars: list[list[Any]] = []
+def kline_rows(market: Market, candles: list[Bar], interval_ms: int) -> list[list[Any]]:
+    """``[openTime, open, high, low, close, baseVol, closeTime, quoteVol, numTrades,
+    takerBuyBase, takerBuyQuote, "0"]`` per bar (exchanges.md 2.5)."""
     scale = market.price_decimals + market.size_decimals
-    current: dict[str, Any] | None = None
-
-    def close_bar(bar: dict[str, Any]) -> None:
-        bars.append(
-            [
-                bar["t"],
-                market.fmt_price(bar["o"]),
-                market.fmt_price(bar["h"]),
-                market.fmt_price(bar["l"]),
-                market.fmt_price(bar["c"]),
-                market.fmt_size(bar["v"]),
-                bar["t"] + interval_ms - 1,
-                fmt_units(bar["q"], scale),
-                bar["n"],
-                market.fmt_size(bar["bv"]),
-                fmt_units(bar["bq"], scale),
-                "0",
-            ]
-        )
-
-    for trade in trades:
-        ms = trade.ts_us // 1000
-        start = ms - ms % interval_ms
-        if current is None or current["t"] != start:
-            if current is not None:
-                close_bar(current)
-            current = {"t": start, "o": trade.price, "h": trade.price, "l": trade.price, "v": 0, "q": 0}
-            current.update(n=0, bv=0, bq=0)
-        current["h"] = max(current["h"], trade.price)
-        current["l"] = min(current["l"], trade.price)
-        current["c"] = trade.price
-        current["v"] += trade.size
-        current["q"] += trade.size * trade.price
-        current["n"] += 1
-        if trade.side == "buy":
-            current["bv"] += trade.size
-            current["bq"] += trade.size * trade.price
-    if current is not None:
-        close_bar(current)
-    return bars
+    return [
+        [
+            b.start_ms,
+            market.fmt_price(b.open),
+            market.fmt_price(b.high),
+            market.fmt_price(b.low),
+            market.fmt_price(b.close),
+            market.fmt_size(b.volume),
+            b.start_ms + interval_ms - 1,
+            fmt_units(b.quote_volume, scale),
+            b.count,
+            market.fmt_size(b.buy_volume),
+            fmt_units(b.buy_quote_volume, scale),
+            "0",
+        ]
+        for b in candles
+    ]
 
 
 def wrap_combined(stream: str, payload: str) -> str:
@@ -554,6 +533,6 @@ class BinanceServer(ExchangeServer):
         start_ms = self._int(request, "startTime", None, 0, 2**63 - 1)
         end_ms = self._int(request, "endTime", None, 0, 2**63 - 1)
         lo, hi = start_ms or 0, end_ms if end_ms is not None else 2**63
-        trades = [t for t in market.history if lo <= t.ts_us // 1000 <= hi]
-        bars = kline_rows(market, trades, _INTERVAL_MS[interval])
-        return web.json_response(bars[:limit] if start_ms is not None else bars[-limit:])
+        candles = bars(market, interval_ms=_INTERVAL_MS[interval], lo_ms=lo, hi_ms=hi)
+        rows = kline_rows(market, candles, _INTERVAL_MS[interval])
+        return web.json_response(rows[:limit] if start_ms is not None else rows[-limit:])

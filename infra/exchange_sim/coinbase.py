@@ -24,12 +24,21 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from infra.exchange_sim.markets import Market, Trade, fmt_units
-from infra.exchange_sim.server import Connection, ExchangeServer, RestError, history_from, int_param
+from infra.exchange_sim.server import (
+    Bar,
+    Connection,
+    ExchangeServer,
+    RestError,
+    bars,
+    history_from,
+    int_param,
+)
 from infra.exchange_sim.truth import TruthRecord
 
 CHANNELS = ("heartbeat", "matches", "ticker")
@@ -144,6 +153,25 @@ def trade_row(market: Market, trade: Trade) -> dict[str, Any]:
     }
 
 
+CANDLE_GRANULARITIES_S = frozenset({60, 300, 900, 3600, 21600, 86400})
+MAX_CANDLES = 300
+
+
+def candle_row(market: Market, bar: Bar) -> str:
+    """``[time (s), low, high, open, close, volume]`` as JSON numbers. Rendered from the exact
+    decimal texts (a JSON number is arbitrary precision; a float would round the volume)."""
+    values = (bar.low, bar.high, bar.open, bar.close)
+    cells = [str(bar.start_ms // 1000), *(market.fmt_price(v) for v in values), market.fmt_size(bar.volume)]
+    return "[" + ",".join(cells) + "]"
+
+
+def parse_time_s(text: str) -> int:
+    """A candles ``start``/``end``: Unix seconds or ISO 8601 (both accepted by the venue)."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
 class CoinbaseServer(ExchangeServer):
     name = "coinbase"
     default_weight = (15, 1.0)
@@ -166,6 +194,7 @@ class CoinbaseServer(ExchangeServer):
         app.router.add_get("/products/{product_id}/book", self.book)
         app.router.add_get("/products/{product_id}/trades", self.trades)
         app.router.add_get("/products/{product_id}/ticker", self.ticker)
+        app.router.add_get("/products/{product_id}/candles", self.candles)
 
     # -- websocket -------------------------------------------------------------------------
     async def on_open(self, conn: Connection) -> None:
@@ -350,3 +379,24 @@ class CoinbaseServer(ExchangeServer):
         if page:
             headers = {"CB-BEFORE": str(page[0].trade_id), "CB-AFTER": str(page[-1].trade_id)}
         return web.json_response([trade_row(market, t) for t in page], headers=headers)
+
+    async def candles(self, request: web.Request) -> web.Response:
+        """Candles with ``start <= time <= end``, newest first; more than 300 is rejected."""
+        market = self._product(request)
+        try:
+            granularity = int(request.query.get("granularity", "60"))
+            start_s = parse_time_s(request.query["start"]) if "start" in request.query else None
+            end_s = parse_time_s(request.query["end"]) if "end" in request.query else None
+        except ValueError:
+            raise RestError(400, {"message": "Invalid start, end or granularity"}) from None
+        if granularity not in CANDLE_GRANULARITIES_S:
+            raise RestError(400, {"message": "Unsupported granularity"})
+        if end_s is None:
+            end_s = int(self.clock.now())
+        if start_s is None:
+            start_s = end_s - granularity * MAX_CANDLES
+        if (end_s - start_s) // granularity + 1 > MAX_CANDLES:
+            raise RestError(400, {"message": "granularity too small for the requested time range"})
+        candles = bars(market, interval_ms=granularity * 1000, lo_ms=start_s * 1000, hi_ms=end_s * 1000 + 999)
+        rows = [candle_row(market, b) for b in reversed(candles) if b.start_ms // 1000 <= end_s]
+        return web.Response(text="[" + ",".join(rows) + "]", content_type="application/json")

@@ -35,12 +35,28 @@ from typing import Any
 from aiohttp import web
 
 from infra.exchange_sim.markets import Market, Trade, fmt_units
-from infra.exchange_sim.server import Connection, ExchangeServer, RestError
+from infra.exchange_sim.server import Bar, Connection, ExchangeServer, RestError, bars, int_param
 from infra.exchange_sim.truth import TruthRecord
 
 MAX_TOPICS_PER_REQUEST = 100
 MAX_TOPICS_PER_SESSION = 400
 HISTORY_DEPTH = 100
+CANDLES_MAX_ROWS = 1500
+_CANDLE_TYPES_S = {
+    "1min": 60,
+    "3min": 180,
+    "5min": 300,
+    "15min": 900,
+    "30min": 1800,
+    "1hour": 3600,
+    "2hour": 7200,
+    "4hour": 14400,
+    "6hour": 21600,
+    "8hour": 28800,
+    "12hour": 43200,
+    "1day": 86400,
+    "1week": 604800,
+}
 TICKER_MIN_INTERVAL_US = 100_000
 _PREFIXES = {"/market/ticker": "ticker", "/market/match": "match", "/spotMarket/level1": "level1"}
 
@@ -136,6 +152,19 @@ def history_row(market: Market, trade: Trade) -> dict[str, Any]:
     }
 
 
+def candle_row(market: Market, bar: Bar) -> list[str]:
+    """``/api/v1/market/candles`` row ``[time (s), open, close, high, low, volume, turnover]``."""
+    return [
+        str(bar.start_ms // 1000),
+        market.fmt_price(bar.open),
+        market.fmt_price(bar.close),
+        market.fmt_price(bar.high),
+        market.fmt_price(bar.low),
+        market.fmt_size(bar.volume),
+        fmt_units(bar.quote_volume, market.price_decimals + market.size_decimals),
+    ]
+
+
 def ok(data: Any) -> web.Response:
     return web.json_response({"code": "200000", "data": data})
 
@@ -180,6 +209,7 @@ class KucoinServer(ExchangeServer):
         app.router.add_get("/api/v1/market/orderbook/level1", self.level1)
         app.router.add_get("/api/v1/market/histories", self.histories)
         app.router.add_get("/api/v1/market/allTickers", self.all_tickers)
+        app.router.add_get("/api/v1/market/candles", self.candles)
 
     # -- websocket -------------------------------------------------------------------------
     async def on_open(self, conn: Connection) -> None:
@@ -314,6 +344,7 @@ class KucoinServer(ExchangeServer):
             "/api/v1/market/orderbook/level1": 2,
             "/api/v1/market/histories": 3,
             "/api/v1/market/allTickers": 15,
+            "/api/v1/market/candles": 3,
         }.get(request.path, 1)
 
     def rate_headers(self, used: int, now: float) -> dict[str, str]:
@@ -395,3 +426,21 @@ class KucoinServer(ExchangeServer):
                 }
             )
         return ok({"time": int(time.time() * 1000), "ticker": rows})
+
+    async def candles(self, request: web.Request) -> web.Response:
+        """Candles with ``startAt <= time <= endAt`` (seconds), newest first, at most 1500."""
+        market = self._market_param(request)
+        interval_s = _CANDLE_TYPES_S.get(request.query.get("type", ""))
+        if interval_s is None:
+            raise RestError(400, {"code": "400100", "msg": "type is invalid"})
+        try:
+            start_s = int_param(request, "startAt", 0, lo=0, hi=2**40) or 0
+            end_s = int_param(request, "endAt", 0, lo=0, hi=2**40) or 0
+        except ValueError as exc:
+            raise RestError(400, {"code": "400100", "msg": str(exc)}) from None
+        if market is None:
+            return ok([])
+        hi_ms = end_s * 1000 + 999 if end_s else 2**63
+        candles = bars(market, interval_ms=interval_s * 1000, lo_ms=start_s * 1000, hi_ms=hi_ms)
+        candles = [b for b in candles if b.start_ms // 1000 <= (end_s or 2**40)]
+        return ok([candle_row(market, b) for b in reversed(candles[-CANDLES_MAX_ROWS:])])

@@ -27,11 +27,11 @@ from infra.exchange_sim.faults import WS_FAULTS, ConnFaults, Fault, ServerFaults
 from infra.exchange_sim.markets import (
     Market,
     PriceOracle,
+    SimClock,
     Status,
     Trade,
     make_trade,
     new_market,
-    now_us,
     requote,
     universe,
 )
@@ -72,6 +72,10 @@ class SimConfig:
     max_connection_s: float = 86_400.0
     subscribe_deadline_s: float = 5.0
     ticker_interval_s: float = 1.0
+    #: Trade times run this many times faster than the wall clock, starting ``clock_lag_s``
+    #: behind it (see :class:`~infra.exchange_sim.markets.SimClock`).
+    clock_speed: float = 1.0
+    clock_lag_s: float = 0.0
 
 
 class RestError(Exception):
@@ -320,6 +324,8 @@ class ExchangeServer:
         self.rest_url = ""
         self.ws_url = ""
         self.port = 0
+        #: Stamps trades; :class:`~infra.exchange_sim.ExchangeSimulator` shares one across exchanges.
+        self.clock = SimClock(config.clock_speed, config.clock_lag_s)
         self._tasks: list[asyncio.Task[None]] = []
         for base, quote in universe(self.name, config.symbols, config.seed):
             self.add_market(base, quote)
@@ -590,7 +596,7 @@ class ExchangeServer:
         if not self.trading:
             return
         market = self.trading[self.rng.randrange(len(self.trading))]
-        trade = make_trade(market, self.oracle, self.rng, now_us(), id_step=self.id_step)
+        trade = make_trade(market, self.oracle, self.rng, self.clock.now_us(), id_step=self.id_step)
         record = TruthRecord(
             exchange=self.name,
             native_symbol=market.native,
@@ -653,6 +659,48 @@ class ExchangeServer:
 def history_from(market: Market, trade_id: int) -> int:
     """Index of the first trade with id >= ``trade_id`` in the market's history."""
     return bisect.bisect_left(market.history, trade_id, key=lambda t: t.trade_id)
+
+
+@dataclass(slots=True)
+class Bar:
+    """One candle in tick/step units: start (ms), OHLC, base and quote volume, trade count, and the
+    taker-buy part of the volumes (Binance's ``takerBuyBase``/``takerBuyQuote``)."""
+
+    start_ms: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int = 0
+    quote_volume: int = 0
+    count: int = 0
+    buy_volume: int = 0
+    buy_quote_volume: int = 0
+
+
+def bars(market: Market, *, interval_ms: int, lo_ms: int = 0, hi_ms: int = 2**63) -> list[Bar]:
+    """Candles of ``interval_ms`` from the market's trades with ``lo_ms <= time <= hi_ms``, oldest
+    first; intervals without trades are omitted (as every venue documents). Computed from the
+    same history the ground truth records, so a candle is exactly what was traded."""
+    out: list[Bar] = []
+    for trade in market.history:
+        ms = trade.ts_us // 1000
+        if not lo_ms <= ms <= hi_ms:
+            continue
+        start = ms - ms % interval_ms
+        if not out or out[-1].start_ms != start:
+            out.append(Bar(start, trade.price, trade.price, trade.price, trade.price))
+        bar = out[-1]
+        bar.high = max(bar.high, trade.price)
+        bar.low = min(bar.low, trade.price)
+        bar.close = trade.price
+        bar.volume += trade.size
+        bar.quote_volume += trade.size * trade.price
+        bar.count += 1
+        if trade.side == "buy":
+            bar.buy_volume += trade.size
+            bar.buy_quote_volume += trade.size * trade.price
+    return out
 
 
 def int_param(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:

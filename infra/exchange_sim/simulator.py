@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from infra.exchange_sim.faults import Fault
-from infra.exchange_sim.markets import PriceOracle
+from infra.exchange_sim.markets import PriceOracle, SimClock
 from infra.exchange_sim.server import ExchangeServer, SimConfig
 from infra.exchange_sim.truth import GroundTruth
 
@@ -83,9 +83,11 @@ class ExchangeSimulator:
         self.exchanges = tuple(exchanges)
         self.truth = GroundTruth(truth_path)
         self.oracle = PriceOracle(seed)
+        self.clock = SimClock(self.config.clock_speed, self.config.clock_lag_s)
         self.servers: dict[str, ExchangeServer] = {}
         for name in self.exchanges:
             self.servers[name] = _server_class(name)(self.config, self.oracle, self.truth)
+            self.servers[name].clock = self.clock
         self._initial_faults = {ex: list(specs) for ex, specs in (faults or {}).items()}
         self._port = port
         self._runners: list[web.AppRunner] = []
@@ -172,6 +174,10 @@ class ExchangeSimulator:
     def markets(self, exchange: str) -> list[str]:
         """Native symbols of every listed market (any status)."""
         return list(self.server(exchange).markets)
+
+    def now(self) -> float:
+        """The simulated time trades are stamped with (seconds since the epoch)."""
+        return self.clock.now()
 
 
 class SimulatorThread:
