@@ -59,13 +59,12 @@ def kucoin_level1(symbol: str, bid: str, ask: str) -> str:
     )
 
 
-class Landing:
-    """The real landing sink on its own loop, writing one batch per call."""
+class SinkWriter:
+    """A real extractor sink (landing or Kafka) on its own loop, writing one batch per call."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, make_sink: Any) -> None:
         self.loop = LoopThread()
-        settings = LandingSettings(root=str(root), fsync=False, roll_seconds=3600)
-        self.sink = self.loop.run(lambda: _make_sink(settings))
+        self.sink = self.loop.run(lambda: _build(make_sink))
         self.seq = 0
 
     def write(
@@ -85,28 +84,37 @@ class Landing:
         self.loop.close()
 
 
-async def _make_sink(settings: LandingSettings) -> LandingSink:
-    return LandingSink(settings)
+async def _build(make_sink: Any) -> Any:
+    return make_sink()  # inside the loop: sinks may start tasks
+
+
+def landing_writer(root: Path) -> SinkWriter:
+    return SinkWriter(lambda: LandingSink(LandingSettings(root=str(root), fsync=False, roll_seconds=3600)))
+
+
+def start_feed(host: str, writer: SinkWriter) -> None:
+    """Land the discovery snapshots and wait until the server has read them."""
+    writer.write("binance", "markets", [(None, BINANCE_MARKETS)], source="rest")
+    writer.write("kucoin", "markets", [(None, KUCOIN_MARKETS)], source="rest")
+    wait_for_envelopes(host, 2)
 
 
 @pytest.fixture()
-def live(tmp_path: Path) -> Iterator[tuple[str, Landing]]:
-    landing = Landing(tmp_path / "landing")
+def live(tmp_path: Path) -> Iterator[tuple[str, SinkWriter]]:
+    landing = landing_writer(tmp_path / "landing")
     staging = tmp_path / "landing" / "_staging"
     settings = ServeSettings(poll_s=0.05, min_interval_s=0.0, heartbeat_s=seconds(5))
     lake = Lake(LakeSettings(root=str(tmp_path / "lake")))
     app = create_app(settings, lake, source_factory=lambda: LandingTail(staging), source_name="landing")
     try:
         with running_server(app) as host:
-            landing.write("binance", "markets", [(None, BINANCE_MARKETS)], source="rest")
-            landing.write("kucoin", "markets", [(None, KUCOIN_MARKETS)], source="rest")
-            _wait_for_envelopes(host, 2)
+            start_feed(host, landing)
             yield host, landing
     finally:
         landing.close()
 
 
-def _wait_for_envelopes(host: str, n: int) -> None:
+def wait_for_envelopes(host: str, n: int) -> None:
     import urllib.request
 
     deadline = time.monotonic() + seconds(10)
@@ -118,7 +126,7 @@ def _wait_for_envelopes(host: str, n: int) -> None:
     raise AssertionError(f"the feed did not read {n} envelopes")
 
 
-def land_mixed_updates(landing: Landing) -> None:
+def land_mixed_updates(landing: SinkWriter) -> None:
     """Updates for three markets; the last one is binance BTCUSDT's trade at 100.5 (the marker)."""
     landing.write(
         "binance",
@@ -137,7 +145,7 @@ def _until_marker(states: list[dict[str, Any]]) -> bool:
     return any(s["native_symbol"] == "BTCUSDT" and s.get("last") == "100.5" for s in states)
 
 
-async def _ws_collect(host: str, query: str, until: Any) -> list[dict[str, Any]]:
+async def ws_collect(host: str, query: str, until: Any) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = []
     async with connect(f"ws://{host}/ws/stream{query}") as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), seconds(10)))
@@ -169,10 +177,10 @@ def test_websocket_client_gets_its_symbol_and_nothing_else(live):
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         everything = asyncio.create_task(
-            _ws_collect(host, "", Marker(lambda: None, done=lambda s: _until_marker(s) and _has_eth(s)))
+            ws_collect(host, "", Marker(lambda: None, done=lambda s: _until_marker(s) and _has_eth(s)))
         )
         await asyncio.sleep(0.2)  # the unfiltered client is subscribed before anything lands
-        one = await _ws_collect(
+        one = await ws_collect(
             host, "?exchange=binance&symbol=BTC-USDT", Marker(lambda: land_mixed_updates(landing))
         )
         return one, await asyncio.wait_for(everything, seconds(10))
@@ -201,7 +209,7 @@ def _has_eth(states: list[dict[str, Any]]) -> bool:
 def test_websocket_subscribe_message_replaces_the_filter_and_sends_the_snapshot(live):
     host, landing = live
     land_mixed_updates(landing)
-    _wait_for_envelopes(host, 2 + 5)
+    wait_for_envelopes(host, 2 + 5)
 
     async def scenario() -> list[dict[str, Any]]:
         async with connect(f"ws://{host}/ws/stream?symbol=BTC-USDT") as ws:
