@@ -18,7 +18,8 @@ const fmt = (text, digits) => {
   const d = digits ?? (n >= 1000 ? 2 : n >= 1 ? 4 : 6);
   return n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
 };
-const age = (ms) => (ms === null ? "–" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+const age = (ms) => (ms === null ? "–" : ms < 1000 ? `${ms} ms` : ms < 60000 ? `${(ms / 1000).toFixed(1)} s`
+  : ms < 3600000 ? `${Math.round(ms / 60000)} min` : `${(ms / 3600000).toFixed(1)} h`);
 
 // --- the live table --------------------------------------------------------------------------
 
@@ -84,7 +85,7 @@ function apply(s) {
 setInterval(() => {
   const now = Date.now();
   for (const m of state.markets.values()) {
-    const t = m.data.event_ts_ms ?? (m.data.recv_ts_ns ? m.data.recv_ts_ns / 1e6 : null);
+    const t = m.data.recv_ts_ns ? m.data.recv_ts_ns / 1e6 : null;  // since the extractor received it
     m.cells.age.textContent = t ? age(Math.max(0, Math.round(now - t))) : "–";
   }
   liveSpread();
@@ -155,6 +156,10 @@ async function loadBars() {
     state.volume.setData(bars.map((b) => ({
       time: b.time, value: +b.volume, color: +b.close >= +b.open ? "rgba(10,143,90,0.35)" : "rgba(200,55,45,0.35)",
     })));
+    if (state.fitted !== `${exchange}|${symbol}`) {  // fit a newly chosen market; keep the user's zoom after
+      state.chart.timeScale().fitContent();
+      state.fitted = `${exchange}|${symbol}`;
+    }
     state.chartBars = bars.length;
     $("#chart-note").textContent = bars.length ? `${bars.length} bars from gold.ohlcv_1m` : "no bars yet for this market";
   } catch (e) {
