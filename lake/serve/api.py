@@ -238,7 +238,7 @@ FROM q FULL OUTER JOIN b ON q.exchange = b.exchange ORDER BY exchange"""
         fresh = reader.query(fresh_sql, tables=("gold.l1_latest", "gold.ohlcv_1m"))
     except MissingTable as exc:
         fresh = None
-        out["missing"].append(str(exc).split()[1])
+        out["missing"].append(exc.table)
     if fresh is not None:
         fresh = [dict(r) for r in fresh]
         for r in fresh:

@@ -26,7 +26,11 @@ from lake.tables import Lake
 
 
 class MissingTable(LookupError):
-    """A table the query needs is not in the lake (yet)."""
+    """A table the query needs is not in the lake (yet); ``table`` names it."""
+
+    def __init__(self, table: str, root: str) -> None:
+        super().__init__(f"table {table} is not in the lake at {root} yet")
+        self.table = table
 
 
 def json_value(value: Any) -> Any:
@@ -84,7 +88,7 @@ class LakeReader:
             else:
                 handle.update_incremental()
         except TableNotFoundError:
-            raise MissingTable(f"table {table} is not in the lake at {self.lake.root} yet") from None
+            raise MissingTable(table, self.lake.root) from None
         version = int(handle.version())
         self._versions[table] = (version, now)
         return version

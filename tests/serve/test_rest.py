@@ -326,6 +326,12 @@ def test_a_new_table_version_is_answered_at_once_and_a_missing_table_is_503(tmp_
     with running_server(create_app(ServeSettings(cache_check_s=0.0), lake)) as host:
         code, body = status_of(host, "/api/spread?base=SOL")
         assert code == 503 and "gold.l1_latest" in body["error"]
+        empty = get(host, "/api/quality")
+        assert (empty["missing"], empty["quality"], empty["freshness"]) == (
+            ["gold.dq_results", "gold.l1_latest"],
+            None,
+            None,
+        )
         write_table(lake, "gold.l1_latest", [quote("binance", "SOL-USDT", "150", "151", "1", ts(12, 9))])
         first = get(host, "/api/spread?base=SOL")
         assert (first["venues"], first["low_mid"]) == (1, "150.5")
