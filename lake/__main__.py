@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        help="YAML config file (sections lake:, spark:, sql:, maintenance:); env CRYPTOLAKE_* wins",
+        help="YAML config file (sections lake:, spark:, sql:, thrift:, maintenance:); env CRYPTOLAKE_* wins",
     )
     parser.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
     sub = parser.add_subparsers(dest="command", required=True)
