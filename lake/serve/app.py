@@ -32,7 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lake.serve import api
 from lake.serve.decode import MarketBook, MarketInfo
 from lake.serve.feeds import FeedStats, Source, run_feed
-from lake.serve.hub import Filter, Hub, Subscription
+from lake.serve.hub import Filter, Hub, Published, Subscription
 from lake.serve.openapi import spec
 from lake.serve.queries import LakeReader, MissingTable
 from lake.serve.settings import ServeSettings
@@ -160,7 +160,7 @@ def _filter(request: Request | WebSocket) -> Filter:
 async def live(request: Request) -> Response:
     s = _server(request)
     flt = _filter(request)
-    return _JSON([state for state in s.hub.latest.values() if flt.matches(state)])
+    return _JSON([item.state for item in s.hub.latest.values() if flt.matches(item.state)])
 
 
 async def health(request: Request) -> Response:
@@ -208,6 +208,11 @@ def _payload(kind: str, **fields: Any) -> bytes:
     return orjson.dumps({"type": kind, **fields})
 
 
+def _quotes(batch: list[Published]) -> bytes:
+    """``{"type":"quotes","data":[...]}`` from the states' JSON, serialized once at publish."""
+    return b'{"type":"quotes","data":[' + b",".join(p.json for p in batch) + b"]}"
+
+
 async def ws_stream(websocket: WebSocket) -> None:
     s = _server(websocket)
     await websocket.accept()
@@ -242,7 +247,7 @@ async def ws_stream(websocket: WebSocket) -> None:
                 return
             if asked:
                 continue  # states of the old filter: the new one is primed afresh
-            message = _payload("quotes", data=batch) if batch else _payload("heartbeat")
+            message = _quotes(batch) if batch else _payload("heartbeat")
             try:
                 await asyncio.wait_for(websocket.send_text(message.decode()), s.settings.send_timeout_s)
             except TimeoutError:
@@ -267,6 +272,10 @@ def _sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def _sse_quotes(batch: list[Published]) -> bytes:
+    return b"event: quotes\ndata: [" + b",".join(p.json for p in batch) + b"]\n\n"
+
+
 async def sse_stream(request: Request) -> Response:
     s = _server(request)
     sub: Subscription = s.hub.subscribe(_filter(request))
@@ -282,7 +291,7 @@ async def sse_stream(request: Request) -> Response:
                 if sub.closed:
                     yield _sse("dropped", {"reason": "too far behind"})
                     return
-                yield _sse("quotes", batch) if batch else b": heartbeat\n\n"
+                yield _sse_quotes(batch) if batch else b": heartbeat\n\n"
                 if s.settings.min_interval_s:
                     await asyncio.sleep(s.settings.min_interval_s)
         finally:

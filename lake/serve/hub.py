@@ -15,7 +15,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A market state and its JSON, serialized once when published (not once per client)."""
+
+    state: dict[str, Any]
+    json: bytes
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> Published:
+        return cls(state, orjson.dumps(state))
 
 
 @dataclass(frozen=True)
@@ -50,14 +64,14 @@ class Subscription:
 
     filter: Filter
     max_pending: int
-    pending: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[Key, Published] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     #: States replaced before the client took them (conflated away).
     conflated: int = 0
 
-    def offer(self, key: Key, state: dict[str, Any]) -> None:
-        if self.closed or not self.filter.matches(state):
+    def offer(self, key: Key, item: Published) -> None:
+        if self.closed or not self.filter.matches(item.state):
             return
         if key in self.pending:
             self.conflated += 1
@@ -66,10 +80,10 @@ class Subscription:
             self.pending.clear()
             self.wake.set()
             return
-        self.pending[key] = state
+        self.pending[key] = item
         self.wake.set()
 
-    async def next_batch(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+    async def next_batch(self, *, timeout: float | None = None) -> list[Published]:
         """Wait for pending states and take them all (oldest market first); ``[]`` on timeout."""
         if not self.pending and not self.closed:
             try:
@@ -87,7 +101,7 @@ class Hub:
 
     def __init__(self, *, max_pending: int = 10_000) -> None:
         self.max_pending = max_pending
-        self.latest: dict[Key, dict[str, Any]] = {}
+        self.latest: dict[Key, Published] = {}
         self.subscriptions: set[Subscription] = set()
         self.published = 0
 
@@ -95,8 +109,8 @@ class Hub:
         """A new subscription, primed with the latest state of every matching market."""
         sub = Subscription(flt, self.max_pending)
         if snapshot:
-            for key, state in self.latest.items():
-                sub.offer(key, state)
+            for key, item in self.latest.items():
+                sub.offer(key, item)
         self.subscriptions.add(sub)
         return sub
 
@@ -104,8 +118,8 @@ class Hub:
         """Replace a subscription's filter: its pending states are dropped and it is primed anew."""
         sub.filter = flt
         sub.pending.clear()
-        for key, state in self.latest.items():
-            sub.offer(key, state)
+        for key, item in self.latest.items():
+            sub.offer(key, item)
         sub.wake.set()
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -116,7 +130,8 @@ class Hub:
     def publish(self, states: Iterable[dict[str, Any]]) -> None:
         for state in states:
             key = (str(state["exchange"]), str(state["native_symbol"]))
-            self.latest[key] = state
+            item = Published.of(state)
+            self.latest[key] = item
             self.published += 1
             for sub in self.subscriptions:
-                sub.offer(key, state)
+                sub.offer(key, item)

@@ -170,13 +170,17 @@ def test_a_slow_client_gets_the_latest_state_per_market_and_an_overfull_one_is_d
         hub.publish([{"exchange": "kucoin", "native_symbol": "BTC-USDT", "symbol": "BTC-USDT", "last": "9"}])
         hub.publish([{"exchange": "binance", "native_symbol": "ETHUSDT", "symbol": "ETH-USDT", "last": "7"}])
         batch = await slow.next_batch(timeout=1)
-        assert [(s["native_symbol"], s["last"]) for s in batch] == [("BTCUSDT", "3"), ("ETHUSDT", "7")]
+        assert [(p.state["native_symbol"], p.state["last"]) for p in batch] == [
+            ("BTCUSDT", "3"),
+            ("ETHUSDT", "7"),
+        ]
+        assert [json.loads(p.json) for p in batch] == [p.state for p in batch]
         assert slow.conflated == 2 and not slow.closed
         for symbol in ("A", "B", "C"):  # a third market pending beyond max_pending=2
             hub.publish([{"exchange": "binance", "native_symbol": symbol, "symbol": None, "last": "1"}])
         assert slow.closed and slow.pending == {}
         late = hub.subscribe(Filter.of(symbols=["btc-usdt"]))  # primed with the latest matching states
-        assert [(s["exchange"], s["last"]) for s in await late.next_batch(timeout=1)] == [
+        assert [(p.state["exchange"], p.state["last"]) for p in await late.next_batch(timeout=1)] == [
             ("binance", "3"),
             ("kucoin", "9"),
         ]
