@@ -27,6 +27,7 @@ format: setup ## Apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+test: export CRYPTOLAKE_SETUP_CHROMIUM = 1
 test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -69,3 +70,9 @@ SERVE_ARGS ?=
 
 serve: setup ## Web server: live prices (WebSocket/SSE), gold over REST, the page: http://127.0.0.1:8321/
 	$(PY) -m lake.serve $(CONFIG_ARG) $(SERVE_ARGS)
+
+.PHONY: dq-report
+DQ_REPORT ?= var/dq-report/index.html
+
+dq-report: setup ## One-page HTML data-quality summary (pass rates, quarantine, completeness): DQ_REPORT=var/dq-report/index.html
+	$(PY) -m expectations $(CONFIG_ARG) report --out $(DQ_REPORT)

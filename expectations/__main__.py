@@ -3,6 +3,7 @@
 python -m expectations suites                          # every suite and its expectations (no Spark)
 python -m expectations replay --table silver.trades    # re-validate quarantined rows, insert passes
 python -m expectations bench --rows 1000 10000         # ms per batch with and without validation
+python -m expectations report --out var/dq-report/index.html   # one-page HTML summary (no JVM)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
     bp.add_argument("--repeats", type=int, default=5)
     bp.add_argument("--gx", action="store_true", help="also time the full GX validation")
+    rep = sub.add_parser("report", help="write the one-page HTML data-quality summary (DuckDB, no JVM)")
+    rep.add_argument("--out", default="var/dq-report/index.html", help="the HTML file to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             for e in spec.build(settings).expectations:
                 cfg = e.configuration.to_json_dict()
                 print(json.dumps({"suite": name, "name": expectation_name(e), **cfg}, default=str))
+        return 0
+
+    if args.command == "report":
+        from expectations.report import write
+
+        print(write(runtime.lake, args.out))
         return 0
 
     from lake.session import build_spark

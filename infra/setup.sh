@@ -29,6 +29,27 @@ java_major=$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.s
 
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+# --- chromium: the headless browser of the dq-report test (owned by expectations/report) ---
+# Debian's chromium, installed only when missing, and only when asked: `make test` sets
+# CRYPTOLAKE_SETUP_CHROMIUM=1, and `bash infra/setup.sh chromium` runs this step alone.
+install_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    say "chromium present ($(command -v chromium))"
+    return
+  fi
+  need apt-get "Debian's chromium package by hand (apt-get is missing)"
+  local as_root=()
+  [ "$(id -u)" -eq 0 ] || { need sudo "chromium as root (apt-get install chromium)"; as_root=(sudo); }
+  say "installing Debian's chromium (headless browser of the dq-report test)"
+  "${as_root[@]}" apt-get install -y --no-install-recommends chromium \
+    || die "apt-get install chromium failed (see above): run 'apt-get update' if the lists are old, then re-run 'make setup'"
+}
+if [ "${1:-}" = chromium ]; then
+  install_chromium
+  exit 0
+fi
+# --- end of the chromium block ---
+
 # 1. Python virtual environment and the package in editable mode with dev extras.
 py_stamp=$STAMPS/python-$(hash_of pyproject.toml)
 if [ -x "$VENV/bin/python" ] && [ -f "$py_stamp" ]; then
@@ -93,5 +114,7 @@ else
     || die "npm could not install lightweight-charts@$LWC_VERSION (see above): check access to the npm registry, then re-run 'make setup'"
 fi
 # --- end of the web block ---
+
+[ "${CRYPTOLAKE_SETUP_CHROMIUM:-0}" = 1 ] && install_chromium
 
 say "ready: $("$VENV/bin/python" --version), jars in $CACHE/jars"
