@@ -318,10 +318,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     await asyncio.to_thread(_prime_markets, server)
     task = None
     if server.source_factory is not None:
-        source = await asyncio.to_thread(server.source_factory)
-        task = asyncio.create_task(
-            run_feed(source, server.book, server.hub, server.stats, interval_s=server.settings.poll_s)
+        feed = run_feed(
+            server.source_factory, server.book, server.hub, server.stats, interval_s=server.settings.poll_s
         )
+        task = asyncio.create_task(feed, name="live-feed")
     try:
         yield
     finally:

@@ -1,7 +1,8 @@
 """Where live envelopes come from: the landing zone's open files, or the Kafka raw topics.
 
 Both sources are blocking readers with one method, ``poll() -> list[bytes]`` (JSON lines, one raw
-envelope each), called from a worker thread by :func:`run_feed`, which decodes them
+envelope each), called from a worker thread by :func:`run_feed` (which builds the source and
+rebuilds it after a failure, with backoff), which decodes them
 (:class:`lake.serve.decode.MarketBook`) in that thread and hands the new market states to the
 :class:`lake.serve.hub.Hub` on the event loop.
 
@@ -38,6 +39,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from extractors.backoff import Backoff
 from lake.serve.decode import MarketBook
 from lake.serve.hub import Hub
 
@@ -280,32 +282,44 @@ def decode_lines(book: MarketBook, lines: list[bytes], stats: FeedStats) -> list
 
 
 async def run_feed(
-    source: Source, book: MarketBook, hub: Hub, stats: FeedStats, *, interval_s: float = 0.2
+    factory: Callable[[], Source],
+    book: MarketBook,
+    hub: Hub,
+    stats: FeedStats,
+    *,
+    interval_s: float = 0.2,
+    backoff: Backoff | None = None,
 ) -> None:
-    """Poll ``source`` (in a worker thread, decoding there too) and publish to ``hub`` until
-    cancelled. A failing poll is logged, counted and retried after ``interval_s`` (never raised).
-    For a landing tail the poll returns at once, so the loop sleeps ``interval_s`` between polls;
-    a Kafka poll waits for records itself."""
+    """Build a source with ``factory`` and poll it (in a worker thread, decoding there too),
+    publishing to ``hub``, until cancelled. A source that cannot be built (Kafka down) or a poll
+    that fails is logged at WARNING with its delay, counted in ``stats`` and retried with capped,
+    jittered backoff (a failing poll closes the source and builds a new one); never raised, so the
+    server keeps serving REST. A landing tail's poll returns at once: the loop sleeps
+    ``interval_s`` between polls; a Kafka poll waits for records itself."""
+    backoff = backoff or Backoff(initial=0.5, cap=30.0)
 
-    def step() -> list[dict[str, Any]]:
+    def step(source: Source) -> list[dict[str, Any]]:
         return decode_lines(book, source.poll(), stats)
 
-    try:
-        while True:
-            started = time.monotonic()
+    while True:
+        try:
+            source = await asyncio.to_thread(factory)
             try:
-                states = await asyncio.to_thread(step)
-            except Exception as exc:  # a feed must not die: the server keeps serving REST
-                stats.errors += 1
-                stats.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("live feed poll failed (%s); retrying in %.1fs", exc, interval_s)
-                await asyncio.sleep(interval_s)
-                continue
-            stats.last_poll_s = time.time()
-            if states:
-                hub.publish(states)
-            elapsed = time.monotonic() - started
-            if isinstance(source, LandingTail) and elapsed < interval_s:
-                await asyncio.sleep(interval_s - elapsed)
-    finally:
-        await asyncio.to_thread(source.close)
+                while True:
+                    started = time.monotonic()
+                    states = await asyncio.to_thread(step, source)
+                    backoff.reset()
+                    stats.last_poll_s = time.time()
+                    if states:
+                        hub.publish(states)
+                    elapsed = time.monotonic() - started
+                    if isinstance(source, LandingTail) and elapsed < interval_s:
+                        await asyncio.sleep(interval_s - elapsed)
+            finally:
+                await asyncio.to_thread(source.close)
+        except Exception as exc:  # a feed must not die: the server keeps serving REST
+            delay = next(backoff)
+            stats.errors += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("live feed failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)

@@ -186,3 +186,37 @@ def test_a_slow_client_gets_the_latest_state_per_market_and_an_overfull_one_is_d
         ]
 
     asyncio.run(scenario())
+
+
+def test_the_feed_retries_a_source_that_cannot_start_and_then_publishes(tmp_path):
+    from extractors.backoff import Backoff
+    from lake.serve.feeds import FeedStats, run_feed
+
+    staging = tmp_path / "_staging"
+    staging.mkdir()
+    attempts = []
+
+    def factory() -> LandingTail:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("broker down")  # as KafkaConsumer does when no broker answers
+        return LandingTail(staging)
+
+    async def scenario() -> tuple[FeedStats, Hub]:
+        hub, stats = Hub(), FeedStats()
+        book = MarketBook({("binance", "BTCUSDT"): MarketInfo("BTC-USDT", "BTC", "USDT")})
+        task = asyncio.create_task(
+            run_feed(factory, book, hub, stats, interval_s=0.01, backoff=Backoff(initial=0.01, cap=0.02))
+        )
+        while len(attempts) < 3 or stats.last_poll_s is None:
+            await asyncio.sleep(0.01)
+        part = staging / "raw~exchange=binance~channel=trades~dt=2026-12-01~hour=12~c.jsonl.gz"
+        part.write_bytes(gzip.compress(_line("BTCUSDT", "42")))
+        while not hub.latest:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return stats, hub
+
+    stats, hub = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert (stats.errors, stats.last_error) == (2, "OSError: broker down")
+    assert hub.latest[("binance", "BTCUSDT")].state["last"] == "42"
