@@ -57,15 +57,34 @@ def server_spark_settings(spark: SparkSettings, settings: ThriftSettings) -> Spa
     """``spark`` plus the HiveServer2 address, which the server reads from the Hadoop conf."""
     if not 0 < settings.port < 65536:
         raise ConfigError(f"setting thrift.port={settings.port} must be between 1 and 65535")
+    # Each JDBC session is a new SparkSession, built on a Thrift worker thread whose class loader
+    # does not see spark.jars: the Delta catalog and extension must be on the driver's class path.
+    class_path = [*local_jars(spark.jars_dir)] if spark.jars_dir else []
+    if spark.extra.get("spark.driver.extraClassPath"):
+        class_path.append(spark.extra["spark.driver.extraClassPath"])
     conf = {
-        # Each JDBC session is a new SparkSession, built on a Thrift worker thread whose class
-        # loader does not see spark.jars: the Delta catalog and extension must be on the class path.
-        **({"spark.driver.extraClassPath": ":".join(local_jars(spark.jars_dir))} if spark.jars_dir else {}),
+        **({"spark.driver.extraClassPath": ":".join(class_path)} if class_path else {}),
         "spark.hadoop.hive.server2.thrift.bind.host": settings.host,
         "spark.hadoop.hive.server2.thrift.port": str(settings.port),
         "spark.hadoop.hive.server2.transport.mode": "binary",
     }
     return replace(spark, extra={**spark.extra, **conf})
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError if ``host:port`` cannot be bound (in use, or not an address of this machine).
+
+    Checked before the JVM starts: HiveServer2 only logs a failed bind from its listener thread,
+    and a port someone else listens on would look like a started server.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): set another thrift.port"
+            ) from exc
 
 
 def _wait_listening(host: str, port: int, *, timeout_s: float) -> None:
@@ -86,8 +105,7 @@ def start(spark: SparkSession, settings: ThriftSettings) -> Any:
     """Start HiveServer2 in ``spark``'s application; returns the server (a JVM object) once listening.
 
     ``spark`` must have been built with :func:`server_spark_settings` (the address) on the Hive
-    catalog. The port must be free: otherwise the server's listener thread fails and this raises
-    TimeoutError after ``start_timeout_s``.
+    catalog. TimeoutError if the port does not accept connections within ``start_timeout_s``.
     """
     jvm = spark.sparkContext._jvm
     assert jvm is not None
@@ -107,6 +125,7 @@ def thrift_server(
     spark_settings: SparkSettings, lake: Lake, sql_settings: SqlSettings, settings: ThriftSettings
 ) -> Iterator[SparkSession]:
     """The catalog session with the Thrift server listening on it; server and session stopped after."""
+    check_port_free(settings.host, settings.port)
     with catalog_session(server_spark_settings(spark_settings, settings), lake, sql_settings) as spark:
         server = start(spark, settings)
         try:
@@ -123,7 +142,7 @@ def serve(
     *,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run the server until ``stop`` is set or KeyboardInterrupt (Ctrl-C, or SIGINT); prints the URL."""
+    """``python -m lake thrift``: serve until ``stop`` is set or Ctrl-C; prints the JDBC URL when ready."""
     stop = stop or threading.Event()
     with thrift_server(spark_settings, lake, sql_settings, settings) as spark:
         tables = [t.name for t in spark.catalog.listTables("gold")]

@@ -27,8 +27,6 @@ from lake.delta_io import append
 from lake.tables import GOLD_OHLCV_1M, Lake
 from tests.conftest import seconds
 
-pytestmark = pytest.mark.spark
-
 REPO = Path(__file__).resolve().parent.parent
 BEELINE = Path(pyspark.__file__).parent / "bin" / "beeline"
 
@@ -113,20 +111,24 @@ def _value(text: str) -> object:
         return text
 
 
-@pytest.mark.timeout(int(seconds(300)))  # two JVMs, server and client: 50-90 s on the 2-core machine
-def test_jdbc_client_reads_gold_bars_by_table_name_through_the_thrift_server(lake: Lake) -> None:
-    port = _free_port()
-    env = {
+def _thrift_env(root: str) -> dict[str, str]:
+    return {
         **os.environ,
-        "CRYPTOLAKE_LAKE_ROOT": lake.settings.root,
+        "CRYPTOLAKE_LAKE_ROOT": root,
         "CRYPTOLAKE_SPARK_MASTER": "local[1]",
         "CRYPTOLAKE_SPARK_SHUFFLE_PARTITIONS": "1",
         "CRYPTOLAKE_SPARK_DRIVER_MEMORY": "1g",
     }
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(int(seconds(300)))  # two JVMs, server and client: 50-90 s on the 2-core machine
+def test_jdbc_client_reads_gold_bars_by_table_name_through_the_thrift_server(lake: Lake) -> None:
+    port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "lake", "thrift", "--port", str(port)],
         cwd=REPO,
-        env=env,
+        env=_thrift_env(lake.settings.root),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -163,3 +165,22 @@ def test_jdbc_client_reads_gold_bars_by_table_name_through_the_thrift_server(lak
     assert code == 0, "".join(seen)[-4000:]
     with pytest.raises(OSError):  # stopped: the port no longer accepts connections
         socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+
+
+def test_thrift_refuses_a_port_in_use_before_starting_spark(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "lake", "thrift", "--port", str(port)],
+            cwd=REPO,
+            env=_thrift_env(str(tmp_path / "lake")),
+            capture_output=True,
+            text=True,
+            timeout=seconds(60),
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert not (tmp_path / "lake" / "_catalog").exists()  # no Spark session was opened
