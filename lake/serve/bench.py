@@ -8,6 +8,11 @@ minus the state's ``recv_ts_ns`` (the extractor's wall clock when the frame arri
 machine). Prints the count, p50, p90, p99 and max, the load average, and with ``--clients`` the
 server's RSS and the fewest/median messages one extra client got. ``--batch-age`` sets the
 extractor's ``batch_max_age_s`` (the largest part of this latency).
+
+``--rest``: instead, REST latency over HTTP on loopback against a lake written with delta-rs (one
+day of 1-minute bars for 3 exchanges x ``--symbols`` markets, and their L1 quotes): ``/api/latest``
+and a day of ``/api/bars``, each the first time (uncached: a DuckDB query) and repeated (cached for
+the table version).
 """
 
 from __future__ import annotations
@@ -23,9 +28,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from lake.tables import Lake, LakeSettings, table
 
 
 def _free_port() -> int:
@@ -92,6 +106,109 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def arrow_type(dtype: Any) -> Any:
+    """The pyarrow type delta-rs writes for a column of the lake registry's Spark schema."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    if isinstance(dtype, T.DecimalType):
+        return pa.decimal128(dtype.precision, dtype.scale)
+    if isinstance(dtype, T.TimestampType):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(dtype, T.ArrayType):
+        return pa.list_(arrow_type(dtype.elementType))
+    if isinstance(dtype, T.StructType):
+        return pa.struct([pa.field(f.name, arrow_type(f.dataType), True) for f in dtype.fields])
+    simple = {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(),
+              T.DateType: pa.date32(), T.BooleanType: pa.bool_()}  # fmt: skip
+    return simple[type(dtype)]
+
+
+def write_rows(lake: Lake, name: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Append ``rows`` (absent columns are null) to the lake table ``name`` with delta-rs, no JVM."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    spec = table(name)
+    schema = pa.schema([pa.field(f.name, arrow_type(f.dataType), True) for f in spec.schema.fields])
+    data = pa.Table.from_pylist([{c: r.get(c) for c in spec.columns} for r in rows], schema=schema)
+    write_deltalake(lake.path(name), data, mode="append", partition_by=list(spec.partition_by) or None)
+
+
+def _day_lake(root: Path, symbols: int) -> list[tuple[str, str]]:
+    """One day of 1-minute bars and a quote per market; the (exchange, symbol) pairs."""
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    bars, quotes, markets = [], [], []
+    one = Decimal(1)
+    for ex in ("binance", "kucoin", "coinbase"):
+        for i in range(symbols):
+            names = {"exchange": ex, "symbol": f"S{i}-USDT", "base": f"S{i}", "quote": "USDT"}
+            markets.append((ex, names["symbol"]))
+            prices = {"bid_price": one, "ask_price": one, "usdt_rate": one}
+            quotes.append({**names, **prices, "event_ts": start, "recv_ts": start})
+            times = {
+                "first_trade_ts": start,
+                "last_trade_ts": start,
+                "bar_date": start.date(),
+                "updated_ts": start,
+            }
+            for m in range(1440):
+                p = Decimal(100 + (m % 17))
+                ohlc = {"open": p, "high": p, "low": p, "close": p, "quote_volume": p, "vwap": p}
+                bars.append({**names, **ohlc, **times, "minute": start + timedelta(minutes=m), "volume": one,
+                             "trade_count": 1})  # fmt: skip
+    lake = Lake(LakeSettings(root=str(root)))
+    write_rows(lake, "gold.ohlcv_1m", bars)
+    write_rows(lake, "gold.l1_latest", quotes)
+    return markets
+
+
+def _rest(symbols: int) -> int:
+    from lake.serve.app import create_app
+    from lake.serve.settings import ServeSettings
+
+    with tempfile.TemporaryDirectory(prefix="serve-rest-") as tmp:
+        markets = _day_lake(Path(tmp) / "lake", symbols)
+        port = _free_port()
+        config = uvicorn.Config(create_app(ServeSettings(), Lake(LakeSettings(root=str(Path(tmp) / "lake")))),
+                                host="127.0.0.1", port=port, log_level="warning")  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        _wait_http(f"http://127.0.0.1:{port}/api/health", 30)
+
+        def timed(path: str) -> float:
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
+                r.read()
+            return (time.perf_counter() - started) * 1000
+
+        day = "start=2026-12-01T00:00:00Z&end=2026-12-02T00:00:00Z&limit=1440"
+        figures = {
+            "latest, first (connection + query)": [timed("/api/latest")],
+            "latest, cached": [timed("/api/latest") for _ in range(20)],
+            "latest of one market, uncached": [
+                timed(f"/api/latest?exchange={e}&symbol={s}") for e, s in markets
+            ],
+            "a day of 1m bars, uncached": [
+                timed(f"/api/bars?exchange={e}&symbol={s}&{day}") for e, s in markets
+            ],
+            "a day of 1m bars, cached": [
+                timed(f"/api/bars?exchange=binance&symbol=S0-USDT&{day}") for _ in range(20)
+            ],
+            "a day of 1h bars, uncached": [
+                timed(f"/api/bars?exchange={e}&symbol={s}&interval=1h&{day}") for e, s in markets
+            ],
+        }
+        server.should_exit = True
+        thread.join(10)
+    load = os.getloadavg()[0]
+    print(f"REST on loopback, {len(markets)} markets x 1,440 bars, load average {load:.1f}:")
+    for name, ms in figures.items():
+        print(f"  {name:38} n={len(ms):3}  median {statistics.median(ms):7.1f} ms  max {max(ms):7.1f} ms")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from infra.demo import EXCHANGES, extractor_env
     from infra.exchange_sim import SimulatorThread
@@ -105,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.2, help="serve.poll_s")
     parser.add_argument("--feed", choices=["landing", "kafka"], default="landing")
     parser.add_argument("--clients", type=int, default=0, help="extra WebSocket clients that only read")
+    parser.add_argument("--rest", action="store_true", help="measure REST latency instead (see above)")
     args = parser.parse_args(argv)
+    if args.rest:
+        return _rest(args.symbols)
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serve-bench-")))

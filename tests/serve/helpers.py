@@ -7,45 +7,17 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pyarrow as pa
 import uvicorn
-from pyspark.sql import types as T
 
-from lake.tables import Lake, table
+from lake.serve.bench import write_rows
 from tests.conftest import seconds
 
-
-def _arrow(dtype: T.DataType) -> pa.DataType:
-    if isinstance(dtype, T.DecimalType):
-        return pa.decimal128(dtype.precision, dtype.scale)
-    if isinstance(dtype, T.TimestampType):
-        return pa.timestamp("us", tz="UTC")
-    if isinstance(dtype, T.ArrayType):
-        return pa.list_(_arrow(dtype.elementType))
-    if isinstance(dtype, T.StructType):
-        return pa.struct([pa.field(f.name, _arrow(f.dataType), f.nullable) for f in dtype.fields])
-    simple = {
-        T.StringType: pa.string(),
-        T.LongType: pa.int64(),
-        T.IntegerType: pa.int32(),
-        T.DateType: pa.date32(),
-        T.BooleanType: pa.bool_(),
-    }
-    return simple[type(dtype)]
-
-
-def write_table(lake: Lake, name: str, rows: Sequence[dict[str, Any]], *, mode: str = "append") -> None:
-    """Write ``rows`` (missing nullable columns are null) to the lake table ``name`` with delta-rs."""
-    from deltalake import write_deltalake
-
-    spec = table(name)
-    schema = pa.schema([pa.field(f.name, _arrow(f.dataType), True) for f in spec.schema.fields])
-    data = pa.Table.from_pylist([{c: r.get(c) for c in spec.columns} for r in rows], schema=schema)
-    write_deltalake(lake.path(name), data, mode=mode, partition_by=list(spec.partition_by) or None)
+#: Rows -> a lake table with delta-rs (no JVM), as the REST benchmark writes its lake.
+write_table = write_rows
 
 
 @contextmanager
