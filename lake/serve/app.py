@@ -213,6 +213,13 @@ def _quotes(batch: list[Published]) -> bytes:
     return b'{"type":"quotes","data":[' + b",".join(p.json for p in batch) + b"]}"
 
 
+def _names(value: Any) -> list[str]:
+    """A client's list of names (a single string is one name; anything else counts as none)."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 async def ws_stream(websocket: WebSocket) -> None:
     s = _server(websocket)
     await websocket.accept()
@@ -229,7 +236,7 @@ async def ws_stream(websocket: WebSocket) -> None:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(message, dict) and message.get("op") == "subscribe":
-                exchanges, symbols = message.get("exchanges") or (), message.get("symbols") or ()
+                exchanges, symbols = _names(message.get("exchanges")), _names(message.get("symbols"))
                 asked.append(Filter.of(exchanges=exchanges, symbols=symbols))
                 sub.wake.set()
 
@@ -278,11 +285,11 @@ def _sse_quotes(batch: list[Published]) -> bytes:
 
 async def sse_stream(request: Request) -> Response:
     s = _server(request)
-    sub: Subscription = s.hub.subscribe(_filter(request))
+    flt = _filter(request)
 
     async def events() -> AsyncIterator[bytes]:
+        sub: Subscription = s.hub.subscribe(flt)  # here, so the finally below always unsubscribes
         try:
-            flt = sub.filter
             yield b"retry: 2000\n" + _sse(
                 "subscribed", {"exchanges": sorted(flt.exchanges), "symbols": sorted(flt.symbols)}
             )

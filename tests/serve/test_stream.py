@@ -126,6 +126,18 @@ def wait_for_envelopes(host: str, n: int) -> None:
     raise AssertionError(f"the feed did not read {n} envelopes")
 
 
+def wait_for_no_clients(host: str) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds(10)
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://{host}/api/health", timeout=10) as r:
+            if json.loads(r.read())["streams"]["clients"] == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("stream clients are still subscribed after closing")
+
+
 def land_mixed_updates(landing: SinkWriter) -> None:
     """Updates for three markets; the last one is binance BTCUSDT's trade at 100.5 (the marker)."""
     landing.write(
@@ -200,6 +212,7 @@ def test_websocket_client_gets_its_symbol_and_nothing_else(live):
     # the other markets were on the feed: the unfiltered client saw them
     seen = {(s["exchange"], s["native_symbol"]) for s in everything}
     assert seen == {("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("kucoin", "BTC-USDT")}
+    wait_for_no_clients(host)  # both closed connections were unsubscribed
 
 
 def _has_eth(states: list[dict[str, Any]]) -> bool:
@@ -261,3 +274,4 @@ def test_sse_client_gets_its_symbol_and_nothing_else(live):
     )
     assert {(s["exchange"], s["native_symbol"]) for s in got} == {("binance", "BTCUSDT")}
     assert (got[-1]["bid"], got[-1]["last"]) == ("100", "100.5")
+    wait_for_no_clients(host)  # the closed stream was unsubscribed
