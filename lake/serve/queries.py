@@ -67,7 +67,8 @@ class LakeReader:
         self._cache: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = OrderedDict()
         self._con: Any = None
         self._con_versions: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # handles, versions, cache, the current connection
+        self._run_lock = threading.Lock()  # queries on a connection
         self.hits = 0
         self.misses = 0
 
@@ -107,15 +108,14 @@ class LakeReader:
                 return cached
             self.misses += 1
             con = self._connection(dict(versions))
-            cursor = con.cursor()
-        try:
-            cursor.execute(statement, list(params))
+        # On the connection itself, one query at a time: a table read through a pyarrow dataset
+        # (one with reader features, or with no files yet) is registered on this connection
+        # only, and a cursor (a second connection) would not see it.
+        with self._run_lock:
+            cursor = con.execute(statement, list(params))
             columns = [d[0] for d in cursor.description or ()]
-            rows = [
-                dict(zip(columns, (json_value(v) for v in row), strict=True)) for row in cursor.fetchall()
-            ]
-        finally:
-            cursor.close()
+            fetched = cursor.fetchall()
+        rows = [dict(zip(columns, (json_value(v) for v in row), strict=True)) for row in fetched]
         with self._lock:
             self._cache[key] = rows
             while len(self._cache) > self.max_entries:

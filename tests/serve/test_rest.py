@@ -332,6 +332,8 @@ def test_a_new_table_version_is_answered_at_once_and_a_missing_table_is_503(tmp_
             None,
             None,
         )
+        write_table(lake, "gold.dq_results", [])  # a table with no data files yet
+        assert get(host, "/api/quality")["quality"] == []
         write_table(lake, "gold.l1_latest", [quote("binance", "SOL-USDT", "150", "151", "1", ts(12, 9))])
         first = get(host, "/api/spread?base=SOL")
         assert (first["venues"], first["low_mid"]) == (1, "150.5")
