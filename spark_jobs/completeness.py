@@ -213,31 +213,24 @@ _CHANGED = (
 )
 
 
-def run(spark: SparkSession, *, lake: Lake, settings: CompletenessSettings | None = None) -> int:
-    """Recompute the recent minutes and MERGE them; returns the number of candle minutes seen."""
+def run(spark: SparkSession, *, lake: Lake, settings: CompletenessSettings | None = None) -> None:
+    """Recompute the minutes whose candle arrived in the lookback window and MERGE them."""
     settings = settings or CompletenessSettings()
     now = datetime.now(UTC).replace(tzinfo=None)
     since = (now - timedelta(days=settings.lookback_days)).date()
     bronze = read_table(spark, lake, BRONZE_RAW_EVENTS.name).where(
         (F.col("recv_date") >= F.lit(since)) & F.col("channel").isin("klines", "gaps")
     )
-    candles = parse_klines(bronze).cache()
-    try:
-        first = candles.agg(F.min("minute")).first()
-        if first is None or first[0] is None:
-            logger.info("no exchange candles received since %s", since)
-            return 0
-        trades = read_table(spark, lake, SILVER_TRADES.name).where(
-            F.col("trade_date") >= F.lit((first[0] - timedelta(days=1)).date())
-        )
-        markets = read_table(spark, lake, SILVER_MARKETS.name)
-        rows = completeness_1m(candles, markets, trade_minutes(trades), gap_windows(bronze, trades), now=now)
-        merge_rows(rows, lake=lake, name=TABLE, update_condition=_CHANGED)
-        count = candles.count()
-    finally:
-        candles.unpersist()
-    logger.info("%s: %d candle minutes since %s merged", TABLE, count, since)
-    return count
+    # Candles are fetched minutes after the minute: a day's margin covers any delay setting.
+    trades = read_table(spark, lake, SILVER_TRADES.name).where(
+        F.col("trade_date") >= F.lit(since - timedelta(days=1))
+    )
+    markets = read_table(spark, lake, SILVER_MARKETS.name)
+    rows = completeness_1m(
+        parse_klines(bronze), markets, trade_minutes(trades), gap_windows(bronze, trades), now=now
+    )
+    merge_rows(rows, lake=lake, name=TABLE, update_condition=_CHANGED)
+    logger.info("%s: minutes with candles received since %s merged", TABLE, since)
 
 
 def main(argv: list[str] | None = None) -> int:

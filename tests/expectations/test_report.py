@@ -17,14 +17,12 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
-from pyspark.sql import types as T
 
 from expectations.__main__ import main
-from lake.tables import GOLD_COMPLETENESS_1M, GOLD_DQ_RESULTS, SILVER_QUARANTINE, Lake, TableSpec
+from lake.tables import GOLD_COMPLETENESS_1M, GOLD_DQ_RESULTS, SILVER_QUARANTINE, Lake
 from tests.conftest import seconds
+from tests.delta_rs import write_rows
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: A real GX result (``ExpectationSuiteValidationResult.to_json_dict()``) of a 4-row silver.trades
@@ -61,28 +59,6 @@ def _dq(table: str, batch: int, day: date, evaluated: int, failures: dict[str, i
     }
 
 
-def _arrow(dtype: T.DataType) -> pa.DataType:
-    if isinstance(dtype, T.StructType):
-        return pa.struct([pa.field(f.name, _arrow(f.dataType), f.nullable) for f in dtype.fields])
-    if isinstance(dtype, T.ArrayType):
-        return pa.list_(_arrow(dtype.elementType))
-    if isinstance(dtype, T.DecimalType):
-        return pa.decimal128(dtype.precision, dtype.scale)
-    simple = {
-        T.StringType: pa.string(),
-        T.LongType: pa.int64(),
-        T.BooleanType: pa.bool_(),
-        T.DateType: pa.date32(),
-        T.TimestampType: pa.timestamp("us", tz="UTC"),
-    }
-    return simple[type(dtype)]
-
-
-def _append(lake: Lake, spec: TableSpec, rows: list[dict[str, object]]) -> None:
-    schema = pa.schema([pa.field(f.name, _arrow(f.dataType), f.nullable) for f in spec.schema.fields])
-    write_deltalake(lake.path(spec.name), pa.Table.from_pylist(rows, schema), mode="append")
-
-
 def _write_tables(lake: Lake) -> None:
     dq = [
         _dq("silver.trades", 1, D1, 100, {"price_positive": 0, "size_positive": 0}),
@@ -95,7 +71,7 @@ def _write_tables(lake: Lake) -> None:
             "details_json": GX_RESULT.read_text(),
         },
     ]
-    _append(lake, GOLD_DQ_RESULTS, dq)
+    write_rows(lake, GOLD_DQ_RESULTS, dq)
     at = datetime(2026, 12, 1, 12, tzinfo=UTC)
     quarantine = [
         ("silver.trades", "binance", "{}", "expectation:price_positive", 2, at),
@@ -103,9 +79,7 @@ def _write_tables(lake: Lake) -> None:
         ("silver.trades", "kucoin", "{}", "unknown_market", 2, at),
         ("silver.l1_quotes", "coinbase", "{}", "expectation:bid_at_most_ask", 1, at),
     ]
-    _append(
-        lake, SILVER_QUARANTINE, [dict(zip(SILVER_QUARANTINE.columns, r, strict=True)) for r in quarantine]
-    )
+    write_rows(lake, SILVER_QUARANTINE, quarantine)
     one, half, r = Decimal(1), Decimal("0.5"), Decimal("1.0000000000")
     m = [datetime(2026, 12, 1, 12, i, tzinfo=UTC) for i in range(3)]
     completeness = [
@@ -142,8 +116,7 @@ def _write_tables(lake: Lake) -> None:
             at,
         ),
     ]
-    columns = GOLD_COMPLETENESS_1M.columns
-    _append(lake, GOLD_COMPLETENESS_1M, [dict(zip(columns, r, strict=True)) for r in completeness])
+    write_rows(lake, GOLD_COMPLETENESS_1M, completeness)
 
 
 class _Cells(HTMLParser):

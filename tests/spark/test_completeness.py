@@ -5,10 +5,10 @@ Coinbase's minutes are complete (Binance's withheld trades come back by REST gap
 stalled minutes fall short by exactly the trades that never landed (KuCoin's ids cannot reveal
 the loss, so nothing refills it).
 
-Bronze is built by the bronze job's own transforms, in batch. ``silver.trades`` and
-``silver.markets`` are written here from the landed trades (the simulator's values for each
-landed id): running the streaming silver job costs ~150 s on this machine, and
-``tests/spark/test_silver_against_truth.py`` already proves it holds exactly those trades."""
+The job's inputs are written here with delta-rs: the bronze rows of the landed ``klines`` and
+``gaps`` envelopes, and ``silver.trades`` from the landed trades (the simulator's values for each
+landed id). Running the streaming bronze and silver jobs cost ~150 s on this machine, and
+``tests/spark/test_silver_against_truth.py`` already proves silver holds exactly those trades."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
+from extractors.envelope import Envelope
 from extractors.exchanges import connector
 from extractors.klines import KlinePoller
 from extractors.runner import Extractor
@@ -29,10 +30,10 @@ from extractors.settings import load_settings
 from extractors.sinks.landing import LandingSettings, LandingSink
 from infra.exchange_sim import ExchangeSimulator
 from infra.exchange_sim.truth import TruthRecord
-from lake.delta_io import append
-from lake.tables import BRONZE_RAW_EVENTS, PRICE, SILVER_MARKETS, SILVER_TRADES, Lake
-from spark_jobs import bronze_ingest, completeness
+from lake.tables import BRONZE_RAW_EVENTS, PRICE, RAW_ENVELOPE_SCHEMA, SILVER_MARKETS, SILVER_TRADES, Lake
+from spark_jobs import completeness
 from tests.conftest import seconds
+from tests.delta_rs import write_rows
 from tests.extractors.test_end_to_end import read_landing, rest_trades, wait_for, ws_trades
 from tests.spark.test_silver_against_truth import _event_ts
 
@@ -102,14 +103,22 @@ async def _extract(landing: Path) -> dict[str, list[TruthRecord]]:
 
 
 def _write_inputs(
-    spark: SparkSession, lake: Lake, landing: Path, truth: dict[str, list[TruthRecord]], landed: set[Key]
+    lake: Lake, envelopes: list[Envelope], truth: dict[str, list[TruthRecord]], landed: set[Key]
 ) -> None:
-    # The channels the job reads (the trades' envelopes are not needed: silver is written below).
-    folders = [str(p) for p in (landing / "raw").glob("exchange=*/channel=*") if p.name != "channel=trades"]
-    lines = spark.read.option("recursiveFileLookup", "true").text(folders).select("value", "_metadata")
-    bronze = bronze_ingest.envelopes_to_bronze(bronze_ingest.landing_lines(lines)).where("_error IS NULL")
-    append(bronze, lake=lake, name=BRONZE_RAW_EVENTS.name)
-    now = datetime.now(UTC).replace(tzinfo=None)
+    """The job's inputs, written with delta-rs (no Spark jobs): the bronze rows of the landed
+    ``klines``/``gaps`` envelopes, ``silver.trades`` (the simulator's values of each landed id)
+    and ``silver.markets``."""
+    now = datetime.now(UTC)
+    bronze = [
+        {
+            **{k: getattr(e, k) for k in RAW_ENVELOPE_SCHEMA.fieldNames()},
+            "recv_date": datetime.fromtimestamp(e.recv_ts_ns / 1e9, UTC).date(),
+            "ingest_ts": now,
+        }
+        for e in envelopes
+        if e.channel in ("klines", "gaps")
+    ]
+    write_rows(lake, BRONZE_RAW_EVENTS, bronze)
     records = [r for ex in EXCHANGES for r in truth[ex] if (ex, r.native_symbol, int(r.trade_id)) in landed]
     trades = [
         {
@@ -122,19 +131,18 @@ def _write_inputs(
             "price": Decimal(r.price),
             "size": Decimal(r.size),
             "side": r.side,
-            "event_ts": _event_ts(r),
+            "event_ts": _event_ts(r).replace(tzinfo=UTC),
             "recv_ts": now,
             "source": "ws",
             "trade_date": _event_ts(r).date(),
         }
         for r in records
     ]
-    append(spark.createDataFrame(trades, SILVER_TRADES.schema), lake=lake, name=SILVER_TRADES.name)
+    write_rows(lake, SILVER_TRADES, trades)
     markets = {
         (r.exchange, r.native_symbol, r.symbol, r.base, r.quote) for ex in EXCHANGES for r in truth[ex]
     }
-    rows = [(*m, "trading", now) for m in sorted(markets)]
-    append(spark.createDataFrame(rows, SILVER_MARKETS.schema), lake=lake, name=SILVER_MARKETS.name)
+    write_rows(lake, SILVER_MARKETS, [(*m, "trading", now) for m in sorted(markets)])
 
 
 def _minute(ms: int) -> datetime:
@@ -190,8 +198,8 @@ def test_completeness_is_1_on_clean_minutes_and_the_exact_shortfall_where_trades
         row = (ex, trades[0].symbol, native, minute, len(ours), volume, exchange_count, theirs)
         expected.add((*row, count_ratio, _ratio(volume, theirs), False))
 
-    _write_inputs(spark, lake, landing, truth, landed)
-    assert completeness.run(spark, lake=lake) == len(fetched)
+    _write_inputs(lake, envelopes, truth, landed)
+    completeness.run(spark, lake=lake)
     columns = [
         *("exchange", "symbol", "native_symbol", "minute", "trade_count", "volume"),
         *("exchange_trade_count", "exchange_volume", "count_ratio", "volume_ratio", "in_gap"),
