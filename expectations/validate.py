@@ -127,6 +127,11 @@ class Validated:
     def quarantined_ratio(self) -> float:
         return self.quarantined / self.rows if self.rows else 0.0
 
+    @property
+    def cached(self) -> bool:
+        """``good`` and ``bad`` read a cached batch (until :meth:`release`): no need to cache them again."""
+        return self._cached is not None
+
     def release(self) -> None:
         """Unpersist the flagged batch (after ``good`` and ``bad`` are written)."""
         if self._cached is not None:

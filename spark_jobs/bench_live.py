@@ -13,6 +13,12 @@ the first version it appears in (a MERGE that rewrites a file re-adds old rows, 
 Reported per table: p50 / p99 / max over every row of the run, p99 per minute of the run (a flat
 series means no growing backlog), and the micro-batch durations.
 
+**Gold freshness** (``gold.ohlcv_1m``, rewritten by MERGEs, so rows cannot be followed by file):
+every version of the table is read back (delta-rs time travel) for each bar's ``trade_count``;
+the k-th trade of a bar (by event time, then trade id, from ``silver.trades`` at the end) counts as
+in gold at the first commit whose bar holds at least k trades. Exact when a bar's trades reach
+silver in event order; a late trade is timed by the commit that raised the count past its rank.
+
     python -m infra.bench --only live [--quick]                 # 5 minutes (quick: 1.5) at the default load
     python -m spark_jobs.bench_live --minutes 30 --rate 400     # longer, or another load (headroom)
 """
@@ -35,7 +41,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lake.session import SparkSettings, build_spark
-from lake.tables import SILVER_L1_QUOTES, SILVER_TICKERS, SILVER_TRADES, Lake, LakeSettings, table
+from lake.tables import (
+    GOLD_OHLCV_1M,
+    SILVER_L1_QUOTES,
+    SILVER_TICKERS,
+    SILVER_TRADES,
+    Lake,
+    LakeSettings,
+    table,
+)
 from spark_jobs import pipeline
 from spark_jobs.runtime import BronzeSettings, SilverSettings
 
@@ -161,6 +175,63 @@ def freshness(spark: SparkSession, lake: Lake, name: str) -> Figures:
     return figures
 
 
+def _rows(arrow: Any) -> Any:
+    return zip(*(arrow.column(c).to_pylist() for c in arrow.column_names), strict=True)
+
+
+def gold_freshness(lake: Lake) -> Figures:
+    """Exchange ``event_ts`` -> first ``gold.ohlcv_1m`` commit holding the trade (see the module doc)."""
+    import bisect
+
+    from deltalake import DeltaTable
+
+    path = lake.path(GOLD_OHLCV_1M.name)
+    committed = {v: ms for v, ms, *_ in commits(lake, GOLD_OHLCV_1M.name)}
+    if not committed:
+        return {"gold_ohlcv_1m_trades": 0}
+    # Per bar: the commit times at which its trade count grew, with the count.
+    grew: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+    for version in sorted(committed):
+        bars = DeltaTable(path, version=version).to_pyarrow_table(
+            columns=["exchange", "symbol", "minute", "trade_count"]
+        )
+        for ex, sym, minute, count in zip(
+            *(bars.column(c).to_pylist() for c in bars.column_names), strict=True
+        ):
+            steps = grew.setdefault((ex, sym, int(minute.timestamp())), [])
+            if not steps or count > steps[-1][1]:
+                steps.append((committed[version], count))
+    trades = DeltaTable(lake.path(SILVER_TRADES.name)).to_pyarrow_table(
+        columns=["exchange", "symbol", "event_ts", "trade_id"]
+    )
+    by_bar: dict[tuple[str, str, int], list[tuple[Any, str]]] = {}
+    for ex, sym, ts, tid in _rows(trades):
+        by_bar.setdefault((ex, sym, int(ts.timestamp()) // 60 * 60), []).append((ts, tid))
+    lags: list[float] = []
+    missing = 0
+    for bar, members in by_bar.items():
+        steps = grew.get(bar, [])
+        counts = [c for _, c in steps]
+        for rank, (ts, _) in enumerate(sorted(members), start=1):
+            i = bisect.bisect_left(counts, rank)
+            if i == len(steps):
+                missing += 1
+                continue
+            lags.append(steps[i][0] / 1000 - ts.timestamp())
+    lags.sort()
+
+    def q(p: float) -> float:
+        return round(lags[min(len(lags) - 1, int(p * len(lags)))], 2)
+
+    return {
+        "gold_ohlcv_1m_trades": len(lags),
+        "gold_ohlcv_1m_trades_not_in_gold": missing,
+        "gold_ohlcv_1m_freshness_p50_s": q(0.5) if lags else None,
+        "gold_ohlcv_1m_freshness_p99_s": q(0.99) if lags else None,
+        "gold_ohlcv_1m_commits": len(committed),
+    }
+
+
 def run(
     *, quick: bool = False, minutes: float | None = None, rate: float = 200.0, symbols: int = 50
 ) -> Figures:
@@ -226,6 +297,7 @@ def run(
         for name in MEASURED:
             figures |= freshness(spark, lake, name)
         spark.stop()
+        figures |= gold_freshness(lake)
     return figures
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -347,21 +348,29 @@ def write_priced_batch(
         if validated.quarantined:
             write_quarantine(validated.bad, lake=lake, app_id=app_id, version=batch_id)
         rows = validated.good
-    rows = rows.withColumn("_minute", minute_of("event_ts")).persist()
+    rows = rows.withColumn("_minute", minute_of("event_ts"))
+    # The validated batch is already cached (its flagged rows): a second cache of the good rows
+    # cost a columnar cache build per batch, ~25 % of the parse (JFR profile, docs/streaming.md).
+    cached = validated is None or not validated.cached
+    if cached:
+        rows = rows.persist()
     try:
         ok = F.col("_error").isNull()
         # One small action tells everything the plan below needs (which minutes, any rejects).
         # Trades also bring what the rate book needs, so it learns the batch's prices from this
-        # collect instead of a second job (see _observe_first_copies).
+        # collect instead of a second job (see _observe_first_copies). Arrow, by column: 3-4x
+        # faster than collecting Row objects (measured 0.3 s vs 1.1 s for 40,000 trades).
         observed = _observed() if target.computes_rates and book is not None else ()
         keyed = rows.select(
             ok.alias("ok"),
             F.unix_timestamp("_minute").alias("m"),
             key_text(target.key).alias("k"),
             *observed,
-        ).collect()
-        minutes = tuple(sorted({r["m"] for r in keyed if r["ok"] and r["m"] is not None}))
-        if any(not r["ok"] for r in keyed):
+        ).toArrow()
+        oks, ms, ks = (keyed.column(c).to_pylist() for c in ("ok", "m", "k"))
+        good_rows = [i for i, (o, m) in enumerate(zip(oks, ms, strict=True)) if o and m is not None]
+        minutes = tuple(sorted({ms[i] for i in good_rows}))
+        if not all(oks):
             bad = (
                 rows.where(~ok)
                 .drop("_minute")
@@ -370,8 +379,8 @@ def write_priced_batch(
             write_quarantine(bad, lake=lake, app_id=app_id, version=batch_id)
         if not minutes:
             return Written((), validated)
+        batch_keys = [(ms[i], ks[i]) for i in good_rows]
         session = rows.sparkSession
-        batch_keys = [(r["m"], r["k"]) for r in keyed if r["ok"] and r["m"] is not None]
         good = rows.where(ok)
         if len({k for _, k in batch_keys}) < len(batch_keys):  # the window's shuffle only when needed
             good = dedupe_first(good, target.key, target.order())
@@ -396,7 +405,7 @@ def write_priced_batch(
                 if older:  # which old-minute rows are stored copies only the anti-join knows
                     observe_prices(book, market_prices(kept))
                 else:
-                    _observe_first_copies(book, keyed, stored=set(known))
+                    _observe_first_copies(book, keyed, good_rows, stored=set(known))
             rates = rates_frame(session, rate_rows(book, needed))
         else:
             rates = read_table(session, lake, SILVER_USDT_RATES.name).where(
@@ -412,7 +421,8 @@ def write_priced_batch(
         logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)
         return Written(minutes, validated)
     finally:
-        rows.unpersist()
+        if cached:
+            rows.unpersist()
         if validated is not None:
             validated.release()
 
@@ -441,27 +451,31 @@ def _observed() -> tuple[Column, ...]:
     )
 
 
-def _observe_first_copies(book: RateBook, keyed: Sequence[Row], *, stored: set[str]) -> None:
+def _observe_first_copies(book: RateBook, keyed: pa.Table, rows: Sequence[int], *, stored: set[str]) -> None:
     """Hand the book the batch's new trades: per key the copy silver keeps, none already stored.
 
-    The copy kept is the first in the trades table's order (receive time, websocket before REST,
-    raw text), as :func:`dedupe_first` picks it; the book keeps the latest trade per market and
-    minute, so this gives what :func:`market_prices` of the kept rows would.
+    ``keyed`` holds the batch's collected columns (:func:`_observed`, ``m``, ``k``); ``rows`` are
+    the indexes of its good rows. The copy kept is the first in the trades table's order (receive
+    time, websocket before REST, raw text), as :func:`dedupe_first` picks it; the book keeps the
+    latest trade per market and minute, so this gives what :func:`market_prices` of the kept rows
+    would.
     """
-    first: dict[str, Row] = {}
-    for r in keyed:
-        if not r["ok"] or r["m"] is None or r["k"] in stored:
+    col = {name: keyed.column(name).to_pylist() for name in keyed.column_names if name != "ok"}
+    m, k, recv, source, raw = col["m"], col["k"], col["recv_us"], col["source"], col["_raw"]
+
+    def copy_order(i: int) -> tuple[int, bool, str]:
+        return (recv[i], source[i] != "ws", raw[i])
+
+    first: dict[str, int] = {}
+    for i in rows:
+        if k[i] in stored:
             continue
-        seen = first.get(r["k"])
-        if seen is None or _copy_order(r) < _copy_order(seen):
-            first[r["k"]] = r
-    for r in first.values():
-        when = recency(r["event_us"], r["recv_us"], r["exchange"], r["trade_id"])
-        book.observe(r["base"], r["quote"], r["m"], when, r["price"])
-
-
-def _copy_order(r: Row) -> tuple[int, bool, str]:
-    return (r["recv_us"], r["source"] != "ws", r["_raw"])
+        seen = first.get(k[i])
+        if seen is None or copy_order(i) < copy_order(seen):
+            first[k[i]] = i
+    for i in first.values():
+        when = recency(col["event_us"][i], recv[i], col["exchange"][i], col["trade_id"][i])
+        book.observe(col["base"][i], col["quote"][i], m[i], when, col["price"][i])
 
 
 def reprice(
