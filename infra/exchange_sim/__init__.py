@@ -30,11 +30,12 @@ Ground-truth record fields (``TruthRecord``, and one JSON line each in ``truth_p
 exchange, native_symbol, symbol (``BASE-QUOTE`` with the exchange's asset names), base, quote,
 trade_id (string), price and size (strings exactly as sent), side (taker side ``buy``/``sell``),
 ts_ms (event time, ms), ts_event (event time as the trade frame carries it), delivered (the trade
-frame reached at least one subscriber intact).
+frame reached at least one subscriber intact), fault (the bad_trade kind that spoiled it, if any).
 
 Faults (``sim.inject`` or ``POST /_sim/faults`` with ``{"fault": name, ...params}`` on each
 exchange's port): close_after, stall, malformed, duplicate, reorder, no_pong, reject_subscribe,
-rest_error — see :mod:`infra.exchange_sim.faults`. ``POST /_sim/markets`` with
+rest_error, and the data faults bad_trade (negative_price, zero_size, future_ts) and crossed_book
+— see :mod:`infra.exchange_sim.faults`. ``POST /_sim/markets`` with
 ``{"action": "delist"|"halt"|"resume", "symbol": ...}`` or ``{"action": "list", "base", "quote"}``
 changes markets at runtime.
 

@@ -23,6 +23,16 @@ Faults and their parameters:
   documented error reply.
 * ``rest_error(status=429, count=1, retry_after=1)``: answer the next N REST requests with that
   status (429 or 5xx) and the exchange's error body (429 with ``Retry-After``).
+
+Data faults change what the exchange says, not how it is delivered (exchange-wide, on every
+connection and in the REST history alike):
+
+* ``bad_trade(kind, count=1)``: the next N generated trades are bad in one way: ``kind`` is
+  ``negative_price``, ``zero_size`` or ``future_ts`` (stamped an hour ahead). Their
+  truth records carry ``fault=kind``: they must reach quarantine, never silver.
+* ``crossed_book(count=1)``: for each of the next N trades the book top has bid and ask swapped
+  (bid > ask) while that trade's frames go out (tickers carrying bid/ask) and again while the
+  quote after it goes out (L1). The server lists both crossed tops in ``crossed_quotes``.
 """
 
 from __future__ import annotations
@@ -39,12 +49,16 @@ FaultName = Literal[
     "no_pong",
     "reject_subscribe",
     "rest_error",
+    "bad_trade",
+    "crossed_book",
 ]
 Scope = Literal["open", "next", "all"]
 WS_FAULTS: frozenset[str] = frozenset(
     {"close_after", "stall", "malformed", "duplicate", "reorder", "no_pong"}
 )
 FAULT_NAMES: frozenset[str] = frozenset(get_args(FaultName))
+BadTradeKind = Literal["negative_price", "zero_size", "future_ts"]
+BAD_TRADE_KINDS: frozenset[str] = frozenset(get_args(BadTradeKind))
 
 _PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "close_after": {"frames": int, "abrupt": bool, "code": int},
@@ -55,6 +69,8 @@ _PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "no_pong": {},
     "reject_subscribe": {"count": int},
     "rest_error": {"status": int, "count": int, "retry_after": int},
+    "bad_trade": {"kind": str, "count": int},
+    "crossed_book": {"count": int},
 }
 
 
@@ -86,6 +102,8 @@ class Fault:
                 raise ValueError(f"fault {name!r} parameter {key!r} has the wrong type")
         if name == "rest_error" and not (params.get("status", 429) == 429 or params["status"] >= 500):
             raise ValueError("rest_error status must be 429 or 5xx")
+        if name == "bad_trade" and params.get("kind") not in BAD_TRADE_KINDS:
+            raise ValueError(f"bad_trade needs kind= one of {sorted(BAD_TRADE_KINDS)}")
         return cls(name=name, scope=scope, params=dict(params))  # type: ignore[arg-type]
 
 
@@ -129,10 +147,12 @@ class ConnFaults:
 
 @dataclass(slots=True)
 class ServerFaults:
-    """Exchange-wide fault state: subscribe rejections, REST errors, pending/sticky ws faults."""
+    """Exchange-wide fault state: subscribe rejections, REST errors, data faults, pending/sticky ws faults."""
 
     reject_subscribe: int = 0
     rest_errors: list[tuple[int, int]] = field(default_factory=list)  # (status, retry_after)
+    bad_trades: list[BadTradeKind] = field(default_factory=list)
+    crossed_books: int = 0
     next_conn: list[Fault] = field(default_factory=list)
     sticky: list[Fault] = field(default_factory=list)
 
@@ -145,6 +165,15 @@ class ServerFaults:
             return True
         return False
 
+    def take_bad_trade(self) -> BadTradeKind | None:
+        return self.bad_trades.pop(0) if self.bad_trades else None
+
+    def take_crossed_book(self) -> bool:
+        if self.crossed_books > 0:
+            self.crossed_books -= 1
+            return True
+        return False
+
     def for_new_connection(self) -> list[Fault]:
         taken, self.next_conn = self.next_conn, []
         return taken + list(self.sticky)
@@ -152,5 +181,7 @@ class ServerFaults:
     def clear(self) -> None:
         self.reject_subscribe = 0
         self.rest_errors.clear()
+        self.bad_trades.clear()
+        self.crossed_books = 0
         self.next_conn.clear()
         self.sticky.clear()

@@ -12,8 +12,11 @@ import random
 import string
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from infra.exchange_sim.faults import BadTradeKind
 
 Side = Literal["buy", "sell"]
 Status = Literal["trading", "halted", "delisted"]
@@ -337,6 +340,19 @@ def _random_size(market: Market, oracle: PriceOracle, rng: random.Random) -> int
     notional_usd = math.exp(rng.gauss(4.5, 1.4))
     units = notional_usd / max(oracle.usd(market.base), 1e-12) * 10**market.size_decimals
     return max(1, int(units))
+
+
+#: How far ahead a ``future_ts`` bad trade is stamped: beyond any clock-skew allowance.
+FUTURE_TS_US = 3_600 * 1_000_000
+
+
+def spoil(trade: Trade, kind: BadTradeKind) -> Trade:
+    """The trade made bad the way the ``bad_trade`` fault asks (its id and side stay)."""
+    if kind == "negative_price":
+        return replace(trade, price=-trade.price)
+    if kind == "zero_size":
+        return replace(trade, size=0)
+    return replace(trade, ts_us=trade.ts_us + FUTURE_TS_US)
 
 
 def make_trade(

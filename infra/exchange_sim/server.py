@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +34,7 @@ from infra.exchange_sim.markets import (
     make_trade,
     new_market,
     requote,
+    spoil,
     universe,
 )
 from infra.exchange_sim.truth import GroundTruth, TruthRecord
@@ -319,6 +321,8 @@ class ExchangeServer:
         self.conns: set[Connection] = set()
         self.conn_counter = 0
         self.faults = ServerFaults()
+        #: (native symbol, bid, ask) of every book top published crossed (``crossed_book``).
+        self.crossed_quotes: list[tuple[str, str, str]] = []
         limit, window = self.default_weight
         self.weight = WindowCounter(config.weight_limit or limit, config.weight_window_s or window)
         self.rest_url = ""
@@ -452,6 +456,12 @@ class ExchangeServer:
         logger.info("%s: inject %s %s (%s)", self.name, fault.name, p, fault.scope)
         if fault.name == "reject_subscribe":
             self.faults.reject_subscribe += int(p.get("count", 1))
+            return
+        if fault.name == "bad_trade":
+            self.faults.bad_trades.extend([p["kind"]] * int(p.get("count", 1)))
+            return
+        if fault.name == "crossed_book":
+            self.faults.crossed_books += int(p.get("count", 1))
             return
         if fault.name == "rest_error":
             status, retry = int(p.get("status", 429)), int(p.get("retry_after", 1))
@@ -597,6 +607,9 @@ class ExchangeServer:
             return
         market = self.trading[self.rng.randrange(len(self.trading))]
         trade = make_trade(market, self.oracle, self.rng, self.clock.now_us(), id_step=self.id_step)
+        fault = self.faults.take_bad_trade()
+        if fault is not None:
+            trade = market.history[-1] = spoil(trade, fault)
         record = TruthRecord(
             exchange=self.name,
             native_symbol=market.native,
@@ -609,11 +622,29 @@ class ExchangeServer:
             side=trade.side,
             ts_ms=trade.ts_us // 1000,
             ts_event=self.ts_event(trade),
+            fault=fault,
         )
         self.truth.append(record)
-        self.on_trade(market, trade, record)
+        crossed = self.faults.take_crossed_book()
+        with self._book_crossed(market, crossed):
+            self.on_trade(market, trade, record)
         requote(market, self.oracle, self.rng, trade.ts_us)
-        self.on_quote(market)
+        with self._book_crossed(market, crossed):
+            self.on_quote(market)
+
+    @contextlib.contextmanager
+    def _book_crossed(self, market: Market, crossed: bool) -> Iterator[None]:
+        """While publishing, swap the market's bid and ask when ``crossed`` (the fault)."""
+        if not crossed:
+            yield
+            return
+        market.bid, market.ask = market.ask, market.bid
+        quote = (market.native, market.fmt_price(market.bid), market.fmt_price(market.ask))
+        self.crossed_quotes.append(quote)
+        try:
+            yield
+        finally:
+            market.bid, market.ask = market.ask, market.bid
 
     async def _trade_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -38,8 +38,11 @@ class TruthRecord:
     ts_event: str
     delivered: bool = False
     pending: int = field(default=0, repr=False)
+    #: The ``bad_trade`` fault that spoiled this trade (``negative_price``, ...), else ``None``.
+    fault: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        fault = {"fault": self.fault} if self.fault is not None else {}
         return {
             "exchange": self.exchange,
             "native_symbol": self.native_symbol,
@@ -53,7 +56,7 @@ class TruthRecord:
             "ts_ms": self.ts_ms,
             "ts_event": self.ts_event,
             "delivered": self.delivered,
-        }
+        } | fault
 
 
 class GroundTruth:

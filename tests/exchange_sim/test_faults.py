@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 
+import pytest
 import websockets
 
-from infra.exchange_sim import ExchangeSimulator, read_truth_file
+from infra.exchange_sim import ExchangeSimulator, Fault, read_truth_file
 from tests.conftest import seconds
 from tests.exchange_sim.helpers import http, kucoin_connect, recv_json
 
@@ -185,3 +187,46 @@ def test_truth_file_equals_memory_and_initial_faults_hit_the_first_connection(tm
         }
         for r in memory
     )
+
+
+def test_data_faults_spoil_the_next_trades_and_cross_the_book_top() -> None:
+    async def main() -> None:
+        async with binance(rate=50) as s:
+            streams = [
+                f"{m.lower()}@{kind}" for m in s.markets("binance") for kind in ("trade", "bookTicker")
+            ]
+            async with websockets.connect(s.urls["binance"].ws + "/ws") as ws:
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": streams, "id": 1}))
+                assert await recv_json(ws) == {"result": None, "id": 1}
+                for kind in ("negative_price", "zero_size", "future_ts"):
+                    s.inject("binance", "bad_trade", kind=kind)
+                s.inject("binance", "crossed_book")
+                frames = [json.loads(f) for f in await drain(ws, 60)]
+            spoiled = [r for r in s.truth.records("binance") if r.fault is not None]
+            crossed = s.server("binance").crossed_quotes
+        assert [r.fault for r in spoiled] == ["negative_price", "zero_size", "future_ts"]
+        sent = {(f["s"], str(f["t"])): f for f in frames if f.get("e") == "trade"}
+        negative, zero, future = (sent[(r.native_symbol, r.trade_id)] for r in spoiled)
+        assert negative["p"] == spoiled[0].price and Decimal(negative["p"]) < 0
+        assert zero["q"] == spoiled[1].size and Decimal(zero["q"]) == 0
+        assert future["T"] == spoiled[2].ts_ms and future["T"] - future["E"] > 3_500_000  # an hour ahead
+        # The truth file keeps the fault; clean trades are unchanged and carry none.
+        assert spoiled[0].to_dict()["fault"] == "negative_price"
+        assert all(
+            Decimal(f["p"]) > 0 and Decimal(f["q"]) > 0
+            for k, f in sent.items()
+            if f is not negative and f is not zero
+        )
+        # The book was crossed while the trade's frames went out and again for the quote after it
+        # (Binance publishes only the second); every other book top has bid < ask.
+        books = [(f["s"], f["b"], f["a"]) for f in frames if "u" in f]
+        crossed_sent = [q for q in books if Decimal(q[1]) >= Decimal(q[2])]
+        assert len(crossed) == 2 and crossed_sent == [crossed[1]]
+        assert all(Decimal(bid) > Decimal(ask) for _, bid, ask in crossed)
+
+    asyncio.run(main())
+
+
+def test_bad_trade_needs_a_known_kind() -> None:
+    with pytest.raises(ValueError, match="bad_trade needs kind"):
+        Fault.build("bad_trade", kind="negative_size")
