@@ -8,7 +8,8 @@ Both sources give lines of JSON envelopes (``lake.tables.RAW_ENVELOPE_SCHEMA``):
 
 Each row keeps the envelope, ``recv_date`` (partition), where it came from (Kafka topic,
 partition, offset or the source file) and ``ingest_ts``. A line that is not a valid envelope goes to
-``silver.quarantine`` (``source_table`` ``bronze.raw_events``, reason ``malformed_envelope``).
+``silver.quarantine`` (``source_table`` ``bronze.raw_events``, reason ``malformed_envelope``); so
+does every dead letter of the extractors (reason ``deadletter: <why>``), which bronze also keeps.
 Appends carry ``txnAppId``/``txnVersion``, so a micro-batch replayed after a crash is not doubled.
 
     spark-submit spark_jobs/bronze_ingest.py --source landing --landing-root landing --lake-root lake-data
@@ -94,11 +95,27 @@ def kafka_lines(df: DataFrame) -> DataFrame:
     )
 
 
-def malformed_to_quarantine(rows: DataFrame, *, batch_id: int | None) -> DataFrame:
-    """Rejected lines as quarantine rows; ``row_json`` is the line as it arrived, wrapped in JSON."""
-    return rows.select(
-        "exchange", F.col("_line").alias("line"), "kafka_topic", "kafka_offset", "source_file", "_error"
-    ).transform(to_quarantine(source_table=BRONZE_RAW_EVENTS.name, batch_id=batch_id))
+#: Lines that go to ``silver.quarantine``: malformed envelopes (not in bronze) and the extractor's
+#: dead letters (kept in bronze as received, and quarantined so they are seen with their reason).
+REJECTED = "_error IS NOT NULL OR channel = 'deadletter'"
+
+
+def rejected_to_quarantine(rows: DataFrame, *, batch_id: int | None) -> DataFrame:
+    """:data:`REJECTED` lines as quarantine rows; ``row_json`` is the line as it arrived, wrapped in
+    JSON; ``reason`` is ``malformed_envelope`` or ``deadletter: <the extractor's reason>``."""
+    dead_letter = F.concat(F.lit("deadletter: "), F.coalesce(F.col("error"), F.lit("no reason given")))
+    return (
+        rows.where(REJECTED)
+        .select(
+            "exchange",
+            F.col("_line").alias("line"),
+            "kafka_topic",
+            "kafka_offset",
+            "source_file",
+            F.coalesce(F.col("_error"), dead_letter).alias("_error"),
+        )
+        .transform(to_quarantine(source_table=BRONZE_RAW_EVENTS.name, batch_id=batch_id))
+    )
 
 
 # --- I/O -------------------------------------------------------------------------------------------
@@ -150,7 +167,8 @@ class BronzeBatch:
 
 
 def write_bronze(lines: DataFrame, batch_id: int, *, lake: Lake, app_id: str) -> BronzeBatch:
-    """Append one micro-batch of source rows to ``bronze.raw_events``; malformed lines to quarantine.
+    """Append one micro-batch of source rows to ``bronze.raw_events``; malformed lines and dead
+    letters to quarantine.
 
     The live pipeline parses silver from the returned rows without reading the table back.
     """
@@ -159,9 +177,9 @@ def write_bronze(lines: DataFrame, batch_id: int, *, lake: Lake, app_id: str) ->
     batch = BronzeBatch(rows=rows, channels={r["channel"]: r["count"] for r in counts if r["ok"]})
     if batch.channels:
         append(batch.good(), lake=lake, name=BRONZE_RAW_EVENTS.name, app_id=app_id, version=batch_id)
-    if any(not r["ok"] for r in counts):
+    if any(not r["ok"] or r["channel"] == "deadletter" for r in counts):
         write_quarantine(
-            malformed_to_quarantine(rows.where("_error IS NOT NULL"), batch_id=batch_id),
+            rejected_to_quarantine(rows, batch_id=batch_id),
             lake=lake,
             app_id=app_id,
             version=batch_id,
