@@ -40,7 +40,7 @@ EPOCH_FLOOR = datetime(2010, 1, 1, tzinfo=UTC)
 CHANNELS = ("ticker", "trades", "l1", "markets", "deadletter", "gaps", "klines")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DqSettings:
     """Data-quality settings (YAML section ``expectations:``).
 

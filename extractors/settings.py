@@ -19,7 +19,7 @@ from extractors.exchanges.base import DATA_CHANNELS, Connector, Market
 from lake.config import ConfigError, load_section
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractorSettings:
     """Settings shared by every exchange of one extractor process. Times are seconds."""
 
@@ -73,7 +73,7 @@ class ExtractorSettings:
     log_format: Literal["json", "text"] = "json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExchangeSettings:
     """Per-exchange settings. Empty/zero values mean the exchange module's default."""
 
@@ -90,7 +90,7 @@ class ExchangeSettings:
     rest_weight_per_s: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     extractors: ExtractorSettings
     exchanges: Mapping[str, ExchangeSettings] = field(default_factory=dict)
@@ -124,7 +124,7 @@ def load_settings(
         )
         for name in CONNECTORS
     }
-    settings = Settings(common, exchanges)
+    settings = Settings(extractors=common, exchanges=exchanges)
     validate(settings)
     return settings
 

@@ -38,7 +38,7 @@ ZORDER: dict[str, tuple[str, ...]] = {
 DELTA_MIN_RETENTION_HOURS = 168.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MaintenanceSettings:
     """YAML section ``maintenance:``, env ``CRYPTOLAKE_MAINTENANCE_<KEY>``.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from lake.config import ConfigError
+from lake.config import ConfigError, Secret
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JARS_DIR = REPO_ROOT / ".cache" / "jars" / "spark"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SparkSettings:
     """How to build the SparkSession (YAML section ``spark:``, env ``CRYPTOLAKE_SPARK_<KEY>``).
 
@@ -38,8 +38,9 @@ class SparkSettings:
     shuffle_partitions: int = 4
     driver_memory: str = "2g"
     s3_endpoint: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    #: Secrets: only from the environment (``CRYPTOLAKE_SPARK_S3_ACCESS_KEY``/``..._SECRET_KEY``).
+    s3_access_key: Secret | None = None
+    s3_secret_key: Secret | None = None
     s3_path_style: bool = True
     s3_ssl: bool = False
     ui_enabled: bool = False
@@ -89,8 +90,8 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(settings.s3_ssl).lower()
         conf["spark.hadoop.fs.s3a.endpoint.region"] = "us-east-1"
     if settings.s3_access_key and settings.s3_secret_key:
-        conf["spark.hadoop.fs.s3a.access.key"] = settings.s3_access_key
-        conf["spark.hadoop.fs.s3a.secret.key"] = settings.s3_secret_key
+        conf["spark.hadoop.fs.s3a.access.key"] = settings.s3_access_key.reveal()
+        conf["spark.hadoop.fs.s3a.secret.key"] = settings.s3_secret_key.reveal()
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
         )

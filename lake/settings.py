@@ -10,7 +10,7 @@ from lake.session import SparkSettings
 from lake.tables import Lake, LakeSettings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LakeRuntime:
     """What a job needs to reach the lake: where it is and how to build Spark."""
 

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 Engine = Literal["duckdb", "spark"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SqlSettings:
     """``python -m lake sql`` and the catalog (YAML section ``sql:``, env ``CRYPTOLAKE_SQL_<KEY>``).
 
@@ -249,8 +249,8 @@ def storage_options(spark: SparkSettings) -> dict[str, str]:
         options["AWS_ALLOW_HTTP"] = str(not spark.s3_ssl).lower()
         options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = str(not spark.s3_path_style).lower()
     if spark.s3_access_key and spark.s3_secret_key:
-        options["AWS_ACCESS_KEY_ID"] = spark.s3_access_key
-        options["AWS_SECRET_ACCESS_KEY"] = spark.s3_secret_key
+        options["AWS_ACCESS_KEY_ID"] = spark.s3_access_key.reveal()
+        options["AWS_SECRET_ACCESS_KEY"] = spark.s3_secret_key.reveal()
     return options
 
 

@@ -418,7 +418,7 @@ def table(name: str) -> TableSpec:
         raise KeyError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LakeSettings:
     """Where the lake lives.
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ThriftSettings:
     """The server's address (YAML section ``thrift:``, env ``CRYPTOLAKE_THRIFT_<KEY>``).
 

@@ -134,6 +134,8 @@ def source_stream(spark: SparkSession, settings: BronzeSettings) -> DataFrame:
             reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
         for key, value in settings.kafka_options.items():
             reader = reader.option(key if key.startswith("kafka.") else f"kafka.{key}", value)
+        if settings.kafka_sasl_jaas_config:
+            reader = reader.option("kafka.sasl.jaas.config", settings.kafka_sasl_jaas_config.reveal())
         return kafka_lines(reader.load())
     root = settings.landing_root.rstrip("/") + "/raw"
     if "://" not in root:

@@ -58,7 +58,7 @@ _COUNT_OPERAND = DecimalType(28, 0)
 _VOLUME_OPERAND = DecimalType(28, 14)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompletenessSettings:
     """Section ``completeness:``. ``lookback_days``: recompute minutes whose candle was received in
     the last this many days (UTC dates of bronze ``recv_date``)."""

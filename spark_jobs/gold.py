@@ -776,7 +776,7 @@ def range_minutes(ranges: Iterable[Range]) -> list[int]:
 # --- the standalone streaming job -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GoldSettings:
     """The gold job (YAML section ``gold:``, env ``CRYPTOLAKE_GOLD_<KEY>``)."""
 

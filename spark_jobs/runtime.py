@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.config import ConfigError, load_section, read_yaml
+from lake.config import ConfigError, Secret, load_section, read_yaml, secret_fields
 from lake.delta_io import append, ensure_table
 from lake.session import SparkSettings, build_spark
 from lake.tables import BRONZE_RAW_EVENTS, SILVER_QUARANTINE, Lake, LakeSettings
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BronzeSettings:
     """``bronze_ingest`` (YAML section ``bronze:``, env ``CRYPTOLAKE_BRONZE_<KEY>``)."""
 
@@ -40,12 +40,15 @@ class BronzeSettings:
     kafka_topic_pattern: str = r"raw\..*"
     kafka_starting_offsets: Literal["earliest", "latest"] = "earliest"
     kafka_options: dict[str, str] = field(default_factory=dict)
+    #: Secret, only from ``CRYPTOLAKE_BRONZE_KAFKA_SASL_JAAS_CONFIG``: the source's
+    #: ``kafka.sasl.jaas.config`` (holds the SASL user's password).
+    kafka_sasl_jaas_config: Secret | None = None
     max_files_per_trigger: int = 1000
     max_offsets_per_trigger: int = 0
     trigger: str = "availableNow"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SilverSettings:
     """The silver jobs (YAML section ``silver:``, env ``CRYPTOLAKE_SILVER_<KEY>``)."""
 
@@ -65,7 +68,8 @@ SETTING_HELP: dict[str, str] = {
     "kafka_bootstrap_servers": "Kafka bootstrap servers (host:port,...)",
     "kafka_topic_pattern": "subscribePattern of the raw topics",
     "kafka_starting_offsets": "where a new checkpoint starts reading Kafka: earliest or latest",
-    "kafka_options": "extra kafka.* source options (YAML mapping), e.g. security settings",
+    "kafka_options": "extra kafka.* source options (YAML mapping), e.g. kafka.security.protocol "
+    "(secret-looking keys are refused: the JAAS config comes from CRYPTOLAKE_BRONZE_KAFKA_SASL_JAAS_CONFIG)",
     "max_files_per_trigger": "at most this many new files per micro-batch",
     "max_offsets_per_trigger": "at most this many Kafka records per micro-batch (0: no limit)",
     "trigger": "availableNow (process what is there, then stop) or processingTime=<interval>, "
@@ -98,7 +102,7 @@ def parse_trigger(text: str) -> dict[str, Any]:
     raise ConfigError(f"trigger {text!r}: use availableNow, once or processingTime=<interval>")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobContext:
     """What ``main`` resolved: the lake, the Spark settings and the job's own settings."""
 
@@ -114,8 +118,13 @@ def _flag(name: str) -> str:
 def build_parser(
     *, prog: str, description: str, section: str, settings_cls: type[Any]
 ) -> argparse.ArgumentParser:
-    """Flags for the lake, Spark and every field of ``settings_cls`` (each documented)."""
+    """Flags for the lake, Spark and every field of ``settings_cls`` (each documented).
+
+    Secret fields get no flag (a command line is visible to every user of the machine): they come
+    from the environment only.
+    """
     defaults = settings_cls()
+    secrets = secret_fields(settings_cls)
     epilog = (
         f"Every setting can also be given in the YAML file (section '{section}:') or the environment "
         f"(CRYPTOLAKE_{section.upper()}_<KEY>); flags win over the environment, which wins over the file. "
@@ -131,6 +140,8 @@ def build_parser(
     parser.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077 (spark.master)")
     group = parser.add_argument_group(f"{section} settings")
     for f in dataclasses.fields(settings_cls):
+        if f.name in secrets:
+            continue
         default = getattr(defaults, f.name)
         group.add_argument(
             _flag(f.name),
@@ -158,7 +169,11 @@ def resolve(
     spark = load_section(
         SparkSettings, "spark", config=config, environ=environ, overrides={"master": args.master}
     )
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_cls)}  # type: ignore[arg-type]
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(settings_cls)  # type: ignore[arg-type]
+        if f.name not in secret_fields(settings_cls)
+    }
     settings = load_section(settings_cls, section, config=config, environ=environ, overrides=overrides)
     return JobContext(lake=lake, spark=spark, settings=settings)
 

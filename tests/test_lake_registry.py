@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from lake.config import ConfigError
+from lake.config import ConfigError, Secret
 from lake.session import SparkSettings, spark_conf
 from lake.tables import TABLES, Lake, LakeSettings, table
 
@@ -44,7 +44,12 @@ def test_spark_conf_sets_delta_utc_and_local_jars() -> None:
 
 def test_s3a_settings_map_to_hadoop_conf() -> None:
     conf = spark_conf(
-        SparkSettings(jars_dir="", s3_endpoint="http://127.0.0.1:9000", s3_access_key="a", s3_secret_key="b")
+        SparkSettings(
+            jars_dir="",
+            s3_endpoint="http://127.0.0.1:9000",
+            s3_access_key=Secret("a"),
+            s3_secret_key=Secret("b"),
+        )
     )
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"

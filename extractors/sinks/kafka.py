@@ -41,7 +41,7 @@ BROKER_MESSAGE_MAX_BYTES = 1_048_588
 RECORD_HEADROOM_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KafkaSettings:
     """The Kafka sink (config section ``kafka:``).
 

@@ -46,7 +46,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -55,6 +55,7 @@ from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
 from extractors.sinks import metrics
 from extractors.sinks.base import SinkError
+from lake.config import Secret, reveal
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ _KEY_SEP = "~"  # stands for "/" in flat staging file names; never produced by p
 _STAGING_DIRNAME = "_staging"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LandingSettings:
     """Where and how the landing sink writes (config section ``landing:``).
 
@@ -92,8 +93,8 @@ class LandingSettings:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_path_style: bool = True
-    s3_access_key: str | None = field(default=None, repr=False)
-    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_access_key: Secret | None = None
+    s3_secret_key: Secret | None = None
     multipart_threshold_bytes: int = 16 * 1024 * 1024
     close_timeout_s: float = 10.0
 
@@ -482,8 +483,8 @@ class LandingSink:
                 "s3",
                 endpoint_url=s.s3_endpoint,
                 region_name=s.s3_region or "us-east-1",
-                aws_access_key_id=s.s3_access_key,
-                aws_secret_access_key=s.s3_secret_key,
+                aws_access_key_id=reveal(s.s3_access_key),
+                aws_secret_access_key=reveal(s.s3_secret_key),
                 config=Config(
                     s3={"addressing_style": "path" if s.s3_path_style else "auto"},
                     retries={"max_attempts": 3, "mode": "standard"},

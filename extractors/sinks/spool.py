@@ -64,7 +64,7 @@ _HEAD_FILE = "head"
 CORRUPT_DIRNAME = "corrupt"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SpoolSettings:
     """The disk spool in front of each sink (config section ``spool:``).
 

@@ -172,10 +172,16 @@ def s3a_settings(
     With ``bucket`` the keys are per bucket (``fs.s3a.bucket.<bucket>.endpoint`` ...), so one
     session can talk to several endpoints; without, they apply to every ``s3a://`` path.
     """
+    from lake.config import Secret
     from lake.session import SparkSettings, spark_conf
 
     conf = spark_conf(
-        SparkSettings(jars_dir="", s3_endpoint=endpoint, s3_access_key=access_key, s3_secret_key=secret_key)
+        SparkSettings(
+            jars_dir="",
+            s3_endpoint=endpoint,
+            s3_access_key=Secret(access_key),
+            s3_secret_key=Secret(secret_key),
+        )
     )
     prefix = "spark.hadoop.fs.s3a."
     settings: dict[str, str] = {}

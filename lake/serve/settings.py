@@ -12,7 +12,7 @@ from lake.tables import Lake, LakeSettings
 Feed = Literal["auto", "kafka", "landing", "none"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeSettings:
     """The web server.
 
@@ -48,7 +48,7 @@ class ServeSettings:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeRuntime:
     """Everything the server reads: its settings, the lake, and where its feed is."""
 

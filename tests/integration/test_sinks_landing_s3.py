@@ -14,6 +14,7 @@ import pytest
 from extractors.envelope import Batch
 from extractors.sinks.landing import LandingSettings, LandingSink
 from infra.services import MinioService
+from lake.config import Secret
 from tests.sinks.helpers import batches, make_batch
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,8 @@ def s3_settings(minio: MinioService, bucket: str, staging: Path, **kw: Any) -> L
         root=f"s3a://{bucket}/landing",
         staging_dir=str(staging),
         s3_endpoint=minio.endpoint,
-        s3_access_key=minio.access_key,
-        s3_secret_key=minio.secret_key,
+        s3_access_key=Secret(minio.access_key),
+        s3_secret_key=Secret(minio.secret_key),
         **kw,
     )
 
