@@ -44,7 +44,7 @@ class Credentials:
     secret_key: str
 
     def __repr__(self) -> str:  # never print the secret
-        return f"Credentials(access_key={self.access_key!r}, secret_key='***')"
+        return "Credentials(access_key='***', secret_key='***')"
 
 
 def binary(path: Path = MINIO_BINARY) -> Path:
