@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.config import ConfigError, Secret, load_section, read_yaml, secret_fields
+from lake.config import ConfigError, Secret, env_var, load_section, read_yaml, secret_fields
 from lake.delta_io import append, ensure_table
 from lake.session import SparkSettings, build_spark
 from lake.tables import BRONZE_RAW_EVENTS, SILVER_QUARANTINE, Lake, LakeSettings
@@ -129,7 +129,10 @@ def build_parser(
         f"Every setting can also be given in the YAML file (section '{section}:') or the environment "
         f"(CRYPTOLAKE_{section.upper()}_<KEY>); flags win over the environment, which wins over the file. "
         "The lake root and checkpoints: section 'lake:' (CRYPTOLAKE_LAKE_ROOT, "
-        "CRYPTOLAKE_LAKE_CHECKPOINT_ROOT); Spark: section 'spark:' (see config.example.yaml)."
+        "CRYPTOLAKE_LAKE_CHECKPOINT_ROOT); Spark: section 'spark:' (see config.example.yaml). "
+        "Secrets only from the environment: CRYPTOLAKE_SPARK_S3_ACCESS_KEY, CRYPTOLAKE_SPARK_S3_SECRET_KEY"
+        + "".join(f", {env_var(section, name)}" for name in secrets)
+        + "."
     )
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     parser.add_argument("--config", help="YAML config file (sections lake:, spark:, bronze:, silver:)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from lake.config import env_var, secret_fields
 from lake.tables import Lake, LakeSettings
 from spark_jobs.runtime import BronzeSettings, SilverSettings, repo_root
 from tests.conftest import seconds
@@ -27,6 +28,10 @@ JOBS: dict[str, type] = {
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 
 
+def job_section(job: str) -> str:
+    return "bronze" if job == "bronze_ingest" else "silver"
+
+
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_each_job_help_documents_every_setting_with_its_default(job: str) -> None:
     out = subprocess.run(
@@ -39,7 +44,12 @@ def test_each_job_help_documents_every_setting_with_its_default(job: str) -> Non
     flat = " ".join(out.split())
     for option in ("--config", "--lake-root", "--checkpoint-root", "--master"):
         assert option in flat
+    secrets = secret_fields(JOBS[job])
     for f in dataclasses.fields(JOBS[job]):
+        if f.name in secrets:  # no flag: only from the environment
+            assert f"--{f.name.replace('_', '-')}" not in flat, f.name
+            assert env_var(job_section(job), f.name) in flat, f.name
+            continue
         assert f"--{f.name.replace('_', '-')}" in flat, f.name
         assert f"default {getattr(JOBS[job](), f.name)!r}" in flat, f.name
 
