@@ -17,6 +17,10 @@
    the two is logged as a bug in the translation);
 5. metrics are updated and, above ``alert_quarantined_ratio``, an alert is logged.
 
+A writer that collects columns of the batch anyway (the silver writer collects its keys) calls
+:meth:`Validator.flag`, adds :meth:`Flagged.count_columns` to its own collect and hands that to
+:meth:`Validator.complete`: the same results without the counting job of step 2.
+
 Nothing here raises for bad data or a broken suite: if validation itself fails, the batch passes
 through unvalidated (``good`` is the input, ``bad`` empty), the error is logged, counted in
 ``cryptolake_dq_validation_errors_total`` and recorded in ``gold.dq_results`` (``success`` false,
@@ -34,8 +38,10 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import great_expectations as gx
+import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client import Counter, Gauge, Histogram
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
@@ -139,6 +145,33 @@ class Validated:
             self._cached = None
 
 
+@dataclass
+class Flagged:
+    """A batch with one verdict column per expectation (``NULL``: not judged, true: failed),
+    ``_dq_rejected`` (the parser rejected it) and ``_dq_bad``; persisted unless ``cached`` is off."""
+
+    spec: TableSuite
+    suite: str
+    batch_id: int
+    now: datetime
+    run_gx: bool
+    frame: DataFrame
+    #: The input's columns.
+    columns: tuple[str, ...]
+    checks: tuple[Check, ...]
+    #: The verdict columns, one per check, in order.
+    verdicts: tuple[str, ...]
+    cached: bool
+
+    def count_columns(self) -> list[Column]:
+        """What :meth:`Validator.complete` needs from a caller's collect of :attr:`frame`."""
+        return [F.col(c) for c in ("_dq_bad", "_dq_rejected", *self.verdicts)]
+
+    def release(self) -> None:
+        if self.cached:
+            self.frame.unpersist()
+
+
 def _success(failed: int, evaluated: int, mostly: float | None) -> bool:
     if failed == 0:
         return True
@@ -192,39 +225,57 @@ class Validator:
         GX run on or off (default: every ``gx_every_n_batches``-th batch id).
         """
         started = time.perf_counter()
-        now = now or datetime.now(UTC)
-        spec = suite_for(table)
-        if run_gx is None:
-            n = self.settings.gx_every_n_batches
-            run_gx = n > 0 and batch_id % n == 0
         try:
-            validated = self._validate(df, spec=spec, batch_id=batch_id, now=now, run_gx=run_gx)
+            validated = self._validate(df, table=table, batch_id=batch_id, now=now, run_gx=run_gx)
         except Exception as exc:  # a broken suite or an unexpected schema must not kill the stream
-            logger.exception("validating %s batch %d failed; the batch passes unvalidated", table, batch_id)
-            ERRORS.labels(table).inc()
-            empty = df.sparkSession.createDataFrame([], SILVER_QUARANTINE.schema)
-            validated = Validated(
-                table=table,
-                suite=table,
-                batch_id=batch_id,
-                good=df,
-                bad=empty,
-                results=(),
-                rows=0,
-                quarantined=0,
-                engine="error",
-                elapsed_ms=0.0,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            validated = self._error(df, table, batch_id, exc)
         validated.elapsed_ms = (time.perf_counter() - started) * 1000
         SECONDS.labels(table).observe(validated.elapsed_ms / 1000)
         self._report(validated)
         return validated
 
-    def _validate(
-        self, df: DataFrame, *, spec: TableSuite, batch_id: int, now: datetime, run_gx: bool
-    ) -> Validated:
-        table = spec.table
+    def _error(self, df: DataFrame, table: str, batch_id: int, exc: BaseException) -> Validated:
+        """The batch passes unvalidated: logged with the traceback, counted, recorded as ``error``."""
+        logger.error(
+            "validating %s batch %d failed; the batch passes unvalidated", table, batch_id, exc_info=exc
+        )
+        ERRORS.labels(table).inc()
+        empty = df.sparkSession.createDataFrame([], SILVER_QUARANTINE.schema)
+        return Validated(
+            table=table,
+            suite=table,
+            batch_id=batch_id,
+            good=df,
+            bad=empty,
+            results=(),
+            rows=0,
+            quarantined=0,
+            engine="error",
+            elapsed_ms=0.0,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+    def flag(
+        self,
+        df: DataFrame,
+        *,
+        table: str,
+        batch_id: int,
+        now: datetime | None = None,
+        run_gx: bool | None = None,
+    ) -> Flagged:
+        """Step 1 alone: ``df`` with a verdict column per expectation and the bad flag, persisted.
+
+        For a writer that collects columns of the batch anyway: it adds :meth:`Flagged.count_columns`
+        to its own collect and hands the result to :meth:`complete`, which saves the counting job.
+        Building the columns raises for a table without a suite; a broken expectation shows only
+        when the columns are computed (see :meth:`passed_through`).
+        """
+        now = now or datetime.now(UTC)
+        spec = suite_for(table)
+        if run_gx is None:
+            n = self.settings.gx_every_n_batches
+            run_gx = n > 0 and batch_id % n == 0
         columns = df.columns
         has_error = "_error" in columns
         checks = self.checks(table, now=now)
@@ -238,68 +289,121 @@ class Validator:
             column_alias(i, c.name): F.when(parsed & c.applies, c.fails.cast("boolean"))
             for i, c in enumerate(checks)
         }
-        critical = [(a, c) for (a, c) in zip(verdicts, checks, strict=True) if c.severity == "critical"]
         any_failed = F.lit(False)
-        for a, _ in critical:
-            any_failed = any_failed | F.coalesce(F.col(a), F.lit(False))
-        flagged = prepared.withColumns(verdicts).withColumn("_dq_bad", ~parsed | any_failed)
+        for a, c in zip(verdicts, checks, strict=True):
+            if c.severity == "critical":
+                any_failed = any_failed | F.coalesce(F.col(a), F.lit(False))
+        frame = (
+            prepared.withColumns(verdicts)
+            .withColumn("_dq_rejected", ~parsed)
+            .withColumn("_dq_bad", ~parsed | any_failed)
+        )
         if self.cache:
-            flagged = flagged.persist()
+            frame = frame.persist()
+        return Flagged(
+            spec=spec,
+            suite=self.suite(table).name,
+            batch_id=batch_id,
+            now=now,
+            run_gx=run_gx,
+            frame=frame,
+            columns=tuple(columns),
+            checks=tuple(checks),
+            verdicts=tuple(verdicts),
+            cached=self.cache,
+        )
+
+    def complete(self, flagged: Flagged, collected: pa.Table) -> Validated:
+        """The validation of a :meth:`flag`-ged batch from a collect holding its
+        :meth:`Flagged.count_columns` (one row per row of the batch); never raises."""
+        started = time.perf_counter()
+        counts = {"rows": collected.num_rows}
+        for name in ("_dq_bad", "_dq_rejected", *flagged.verdicts):
+            column = collected.column(name)
+            counts[f"{name}:evaluated"] = len(column) - column.null_count
+            counts[f"{name}:failed"] = int(pc.sum(pc.cast(column, pa.int64())).as_py() or 0)
+        return self._finished(flagged, counts, started=started)
+
+    def passed_through(self, flagged: Flagged, exc: BaseException) -> Validated:
+        """A flagged batch whose verdicts could not be computed: it passes unvalidated (logged, counted)."""
+        flagged.release()
+        validated = self._error(
+            flagged.frame.select(*flagged.columns), flagged.spec.table, flagged.batch_id, exc
+        )
+        self._report(validated)
+        return validated
+
+    def _validate(
+        self, df: DataFrame, *, table: str, batch_id: int, now: datetime | None, run_gx: bool | None
+    ) -> Validated:
+        flagged = self.flag(df, table=table, batch_id=batch_id, now=now, run_gx=run_gx)
         try:
-            is_bad = F.col("_dq_bad")
-            aggs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(is_bad, 1)).alias("bad")]
-            aggs.append(F.count(F.when(~parsed, 1)).alias("rejected"))
-            for i, a in enumerate(verdicts):
-                aggs.append(F.count(F.col(a)).alias(f"e{i}"))
-                aggs.append(F.count(F.when(F.col(a), 1)).alias(f"f{i}"))
-            counts = flagged.agg(*aggs).first()
+            frame = flagged.frame
+            aggs = [F.count(F.lit(1)).alias("rows")]
+            for name in ("_dq_bad", "_dq_rejected", *flagged.verdicts):
+                aggs.append(F.count(F.col(name)).alias(f"{name}:evaluated"))
+                aggs.append(F.count(F.when(F.col(name), 1)).alias(f"{name}:failed"))
+            counts = frame.agg(*aggs).first()
             assert counts is not None
-            results = tuple(
-                ExpectationResult(
-                    name=c.name,
-                    expectation_type=c.expectation_type,
-                    severity=c.severity,
-                    evaluated=int(counts[f"e{i}"]),
-                    failed=int(counts[f"f{i}"]),
-                    success=_success(int(counts[f"f{i}"]), int(counts[f"e{i}"]), c.mostly),
-                )
-                for i, c in enumerate(checks)
-            )
-            names = [F.when(F.col(a), F.lit(c.name)) for a, c in critical]
-            failed_names = F.filter(F.array(*names), lambda x: x.isNotNull()) if names else F.array()
-            reason = F.concat(F.lit(REASON_PREFIX), F.array_join(failed_names, ","))
-            if has_error:
-                reason = F.coalesce(F.col("_error").cast(StringType()), reason)
-            internal = [*verdicts, "_dq_bad", *spec.derived]
-            bad = (
-                flagged.where(is_bad)
-                .withColumn("_dq_reason", reason)
-                .drop(*[c for c in internal if c != "_dq_reason"])
-                .transform(to_quarantine(source_table=table, batch_id=batch_id, reason_col="_dq_reason"))
-            )
-            good = flagged.where(~is_bad).select(*columns)
-            validated = Validated(
-                table=table,
-                suite=self.suite(table).name,
-                batch_id=batch_id,
-                good=good,
-                bad=bad,
-                results=results,
-                rows=int(counts["rows"]),
-                quarantined=int(counts["bad"]),
-                parse_rejected=int(counts["rejected"]),
-                engine="spark",
-                elapsed_ms=0.0,
-                checked_ts=now,
-                _cached=flagged if self.cache else None,
-            )
-            if run_gx:
-                self._run_gx(validated, flagged.where(parsed).select(*columns, *spec.derived), now=now)
-            return validated
+            return self._finished(flagged, counts.asDict(), started=None)
         except BaseException:
-            if self.cache:
-                flagged.unpersist()
+            flagged.release()
             raise
+
+    def _finished(self, flagged: Flagged, counts: Mapping[str, int], *, started: float | None) -> Validated:
+        """``good``, ``bad`` and the results of a flagged batch from its counts (from either path)."""
+        table = flagged.spec.table
+        results = tuple(
+            ExpectationResult(
+                name=c.name,
+                expectation_type=c.expectation_type,
+                severity=c.severity,
+                evaluated=int(counts[f"{a}:evaluated"]),
+                failed=int(counts[f"{a}:failed"]),
+                success=_success(int(counts[f"{a}:failed"]), int(counts[f"{a}:evaluated"]), c.mostly),
+            )
+            for a, c in zip(flagged.verdicts, flagged.checks, strict=True)
+        )
+        frame = flagged.frame
+        names = [
+            F.when(F.col(a), F.lit(c.name))
+            for a, c in zip(flagged.verdicts, flagged.checks, strict=True)
+            if c.severity == "critical"
+        ]
+        failed_names = F.filter(F.array(*names), lambda x: x.isNotNull()) if names else F.array()
+        reason = F.concat(F.lit(REASON_PREFIX), F.array_join(failed_names, ","))
+        if "_error" in flagged.columns:
+            reason = F.coalesce(F.col("_error").cast(StringType()), reason)
+        internal = [*flagged.verdicts, "_dq_bad", "_dq_rejected", *flagged.spec.derived]
+        bad = (
+            frame.where("_dq_bad")
+            .withColumn("_dq_reason", reason)
+            .drop(*internal)
+            .transform(to_quarantine(source_table=table, batch_id=flagged.batch_id, reason_col="_dq_reason"))
+        )
+        validated = Validated(
+            table=table,
+            suite=flagged.suite,
+            batch_id=flagged.batch_id,
+            good=frame.where(~F.col("_dq_bad")).select(*flagged.columns),
+            bad=bad,
+            results=results,
+            rows=int(counts["rows"]),
+            quarantined=int(counts["_dq_bad:failed"]),
+            parse_rejected=int(counts["_dq_rejected:failed"]),
+            engine="spark",
+            elapsed_ms=0.0,
+            checked_ts=flagged.now,
+            _cached=frame if flagged.cached else None,
+        )
+        if flagged.run_gx:
+            parsed = frame.where(~F.col("_dq_rejected"))
+            self._run_gx(validated, parsed.select(*flagged.columns, *flagged.spec.derived), now=flagged.now)
+        if started is not None:  # the deferred path: its own time and metrics (validate() does both)
+            validated.elapsed_ms = (time.perf_counter() - started) * 1000
+            SECONDS.labels(table).observe(validated.elapsed_ms / 1000)
+            self._report(validated)
+        return validated
 
     # --- the full GX run -------------------------------------------------------------------------
 

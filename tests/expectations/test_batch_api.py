@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -54,6 +55,45 @@ def test_parser_rejects_go_to_bad_with_their_reason_and_are_not_evaluated(spark,
         )
     finally:
         v.release()
+
+
+def test_counts_from_the_writers_own_collect_equal_the_counting_job(spark) -> None:
+    """flag + complete (the silver writer's path: verdicts ride on its key collect) gives exactly
+    what validate gives with its own counting job: results, counts, good rows, quarantine rows."""
+    rows = [
+        {"trade_id": "1"},
+        {"trade_id": "2", "price": None, "_error": "unknown_market"},
+        {"trade_id": "3", "price": Decimal("-2")},
+        {"trade_id": "4", "size": Decimal("0"), "side": "hold"},
+        {"trade_id": "5", "event_ts": NOW + timedelta(hours=1)},
+    ]
+    df = frame(spark, TRADES, rows, internal=True)
+    validator = Validator()
+    eager = validator.validate(df, table=TRADES, batch_id=4, now=NOW, run_gx=False)
+    flagged = validator.flag(df, table=TRADES, batch_id=4, now=NOW, run_gx=False)
+    deferred = validator.complete(
+        flagged, flagged.frame.select("trade_id", *flagged.count_columns()).toArrow()
+    )
+    try:
+        assert deferred.results == eager.results and deferred.engine == eager.engine == "spark"
+        assert (deferred.rows, deferred.quarantined, deferred.parse_rejected) == (5, 4, 1)
+        assert (deferred.rows, deferred.quarantined, deferred.parse_rejected) == (
+            eager.rows,
+            eager.quarantined,
+            eager.parse_rejected,
+        )
+        assert deferred.good.collect() == eager.good.collect()
+        quarantine = sorted((r.row_json, r.reason) for r in deferred.bad.collect())
+        assert quarantine == sorted((r.row_json, r.reason) for r in eager.bad.collect())
+        assert {json.loads(j)["trade_id"]: reason for j, reason in quarantine} == {
+            "2": "unknown_market",
+            "3": "expectation:price_positive",
+            "4": "expectation:size_positive,side_buy_or_sell",
+            "5": "expectation:event_ts_not_future,latency_within_bounds",
+        }
+    finally:
+        eager.release()
+        deferred.release()
 
 
 def test_a_batch_that_cannot_be_validated_passes_through_and_never_raises(spark) -> None:
