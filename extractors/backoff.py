@@ -2,12 +2,14 @@
 
 :class:`Backoff` is an iterator of delays: a random start, geometric growth, a hard cap, full
 jitter on every step, and :meth:`Backoff.reset` after a connection has been healthy for a while
-(so one blip after a day of uptime waits a short delay, not the cap).
+(so one blip after a day of uptime waits a short delay, not the cap). :func:`sleep_unless_stopped`
+waits out a delay but wakes when the stop event fires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import aiohttp
@@ -48,6 +50,15 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stop`` fires first; True when it has fired."""
+    if seconds <= 0:
+        return stop.is_set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
 
 
 class RetryableError(Exception):

@@ -53,6 +53,7 @@ from typing import IO, Any, TypeVar
 
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
+from extractors.files import fsync_dir
 from extractors.sinks import metrics
 from extractors.sinks.base import SinkError
 from lake.config import Secret, reveal
@@ -412,7 +413,7 @@ class LandingSink:
             fh = open(path, "xb")  # noqa: SIM115 - kept open across writes, closed in _detach
             part = _Part(key=key, path=path, fh=fh, size=0, opened_at=self._clock())
             if self._settings.fsync:
-                _fsync_dir(self._staging)
+                fsync_dir(self._staging)
             self._open[group] = part
         assert part.fh is not None
         try:
@@ -451,7 +452,7 @@ class LandingSink:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part.path, final)
             if self._settings.fsync:
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         logger.debug("%s: landed %s (%d bytes)", self.name, part.key, part.size)
 
     def _recover(self) -> None:
@@ -526,14 +527,6 @@ def _truncate_to_complete(path: Path) -> int:
             fh.flush()
             os.fsync(fh.fileno())
     return good
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_fatal_s3_error(exc: BaseException) -> bool:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
+from extractors.files import fsync_dir
 from extractors.sinks import metrics
 from extractors.sinks.base import Sink, SinkError, close_within, write_all
 
@@ -257,7 +258,7 @@ class DiskQueue:
         self._tail = segment
         self._tail_size = os.fstat(self._writer).st_size
         if self._fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def _write_corrupt(self, name: str, data: bytes, *, counted: bool = True) -> Path:
         folder = self.directory / CORRUPT_DIRNAME
@@ -271,7 +272,7 @@ class DiskQueue:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
         if self._fsync:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         if counted:
             self.set_aside.append(path)
         return path
@@ -622,11 +623,3 @@ class SpooledSink:
     def _update_gauges(self) -> None:
         metrics.SPOOL_DEPTH.labels(self.name).set(len(self._queue))
         metrics.SPOOL_BYTES.labels(self.name).set(self._queue.nbytes)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -92,7 +92,7 @@ def _discovery_failing_with(status: int, *, times: int) -> tuple[ExchangeRunner,
 def test_discovery_fails_at_once_on_a_rest_400_instead_of_retrying_forever() -> None:
     runner, calls = _discovery_failing_with(400, times=1_000_000)
     with pytest.raises(RestError, match="HTTP 400"):
-        asyncio.run(asyncio.wait_for(runner._discover_until_ok(), 10))
+        asyncio.run(asyncio.wait_for(runner.discovery.discover_until_ok(), 10))
     assert len(calls) == 1
 
 
@@ -101,7 +101,7 @@ def test_discovery_retries_a_rest_403_or_404_with_backoff(status: int) -> None:
     """The runner's 403/404 branch (a geo-block or a moved endpoint may clear) was dead code while
     every RestError counted as retryable; it is what keeps these retrying now."""
     runner, calls = _discovery_failing_with(status, times=2)
-    assert asyncio.run(asyncio.wait_for(runner._discover_until_ok(), 10)) == ["BTCUSDT"]
+    assert asyncio.run(asyncio.wait_for(runner.discovery.discover_until_ok(), 10)) == ["BTCUSDT"]
     assert len(calls) == 3
 
 
@@ -140,7 +140,7 @@ def test_n_shards_subscribe_the_ticker_firehose_exactly_once(connector: Connecto
         runner = _runner(connector, shard=f"{index}/{shards}")
         settings = runner.settings
         for markets in (["AAA-X", "BBB-X"], ["CCC-X"]):
-            conn = runner._add_connection(markets)
+            conn = runner.discovery.add_connection(markets)
             topics = _subscribed(
                 connector,
                 connector.subscribe_messages(conn.markets, settings.channels, firehose=conn.firehose),

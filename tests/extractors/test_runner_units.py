@@ -14,11 +14,12 @@ from websockets.exceptions import ConnectionClosedError
 
 from extractors.backoff import Backoff, FatalError, RetryableError, is_retryable
 from extractors.batcher import Batcher
+from extractors.connection import Connection
 from extractors.envelope import Batch, Envelope
 from extractors.exchanges import binance, kucoin
 from extractors.exchanges.base import Market
 from extractors.metrics import Metrics
-from extractors.runner import ExchangeRunner, ResumeFile, _Connection
+from extractors.runner import ExchangeRunner, ResumeFile
 from extractors.settings import ExchangeSettings, load_settings, parse_shard, select_markets, shard_of
 from extractors.sinks.base import SinkError
 from extractors.tracking import FillRequest
@@ -182,10 +183,10 @@ def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dr
 ):
     big = '{"stream":"btcusdt@bookTicker","data":{"s":"BTCUSDT","b":"1","a":"2","pad":"' + "x" * 3000 + '"}}'
 
-    async def scenario() -> tuple[list[Envelope], ExchangeRunner, _Connection]:
+    async def scenario() -> tuple[list[Envelope], ExchangeRunner, Connection]:
         emitted: list[Envelope] = []
         runner = make_runner(binance, emitted)
-        conn = _Connection(index=0, markets=["BTCUSDT"], firehose=True, conn_id="binance-0-x")
+        conn = Connection(index=0, markets=["BTCUSDT"], firehose=True, conn_id="binance-0-x")
         runner._conn_of["BTCUSDT"] = conn
         runner.tracker.track(["BTCUSDT"])
         run_baselines(runner, ["BTCUSDT"])
@@ -202,7 +203,7 @@ def test_runner_lands_data_counts_control_and_dead_letters_bad_frames_without_dr
             '{"code":2,"msg":"Invalid request","id":5}',
         ]
         for frame in frames:
-            runner._on_message(conn, frame)
+            runner.connections.on_message(conn, frame)
         return emitted, runner, conn
 
     emitted, runner, conn = asyncio.run(scenario())
@@ -240,7 +241,7 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
     async def scenario() -> list[Envelope]:
         emitted: list[Envelope] = []
         runner = make_runner(kucoin, emitted)
-        conn = _Connection(index=0, markets=["BTC-USDT"], firehose=True, conn_id="k")
+        conn = Connection(index=0, markets=["BTC-USDT"], firehose=True, conn_id="k")
         runner._conn_of["BTC-USDT"] = conn
         runner.tracker.track(["BTC-USDT"])
         run_baselines(runner, ["BTC-USDT"])
@@ -251,12 +252,12 @@ def test_kucoin_sequences_are_not_gaps_and_recorded_gaps_are_narrowed_to_what_wa
                 "topic": "/market/match:BTC-USDT",
                 "data": {"symbol": "BTC-USDT", "sequence": str(seq)},
             }
-            runner._on_message(conn, json.dumps(frame))
+            runner.connections.on_message(conn, json.dumps(frame))
         assert runner.tracker.queued == 0
         # A reconnect fill from 50 whose REST page starts at 130: lost between 50 and the first
         # trade this connection delivered (100), not up to the page.
         job = FillRequest("BTC-USDT", 50, None, "reconnect")
-        runner._handle(runner.tracker.fill_page(job, (130, 140), (50, 130)))
+        runner.gaps.handle(runner.tracker.fill_page(job, (130, 140), (50, 130)))
         return emitted
 
     emitted = asyncio.run(scenario())
@@ -273,14 +274,16 @@ def test_malformed_frames_naming_no_market_queue_at_most_one_fill_per_market() -
     async def scenario() -> ExchangeRunner:
         runner = make_runner(binance, [])
         markets = ["AUSDT", "BUSDT", "CUSDT"]
-        conn = _Connection(index=0, markets=list(markets), firehose=True, conn_id="binance-0-x")
+        conn = Connection(index=0, markets=list(markets), firehose=True, conn_id="binance-0-x")
         runner.tracker.track(markets)
         run_baselines(runner, markets)
         for i, symbol in enumerate(markets):
             runner._conn_of[symbol] = conn
-            runner._on_message(conn, f'{{"stream":"x@trade","data":{{"e":"trade","s":"{symbol}","t":{i}}}}}')
+            runner.connections.on_message(
+                conn, f'{{"stream":"x@trade","data":{{"e":"trade","s":"{symbol}","t":{i}}}}}'
+            )
         for _ in range(500):
-            runner._on_message(conn, '{"stream":"x@trade","data":{"e":"tra')  # names no market
+            runner.connections.on_message(conn, '{"stream":"x@trade","data":{"e":"tra')  # names no market
         return runner
 
     runner = asyncio.run(scenario())

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 
-import extractors.runner as runner_module
+import extractors.connection as connection_module
 from extractors.batcher import Batcher
+from extractors.connection import Connection
 from extractors.envelope import Batch, Envelope
 from extractors.exchanges import connector as get_connector
 from extractors.metrics import Metrics
-from extractors.runner import ExchangeRunner, _Connection
+from extractors.runner import ExchangeRunner
 from extractors.settings import load_settings
 from extractors.sinks.landing import LandingSettings, LandingSink
 
@@ -52,7 +53,7 @@ def replay(exchange: str, frames: list[str], monkeypatch: pytest.MonkeyPatch, *,
     module = get_connector(exchange)
     with monkeypatch.context() as patch:
         clock = itertools.count(1_767_225_600_000_000_000, 1_000_003)
-        patch.setattr(runner_module.time, "time_ns", lambda: next(clock))
+        patch.setattr(connection_module.time, "time_ns", lambda: next(clock))
         if old:
             patch.setattr(module, "loads", json.loads)
         emitted: list[Envelope] = []
@@ -65,9 +66,9 @@ def replay(exchange: str, frames: list[str], monkeypatch: pytest.MonkeyPatch, *,
             http=None,  # type: ignore[arg-type]  # no REST in this replay
             stop=asyncio.Event(),
         )
-        conn = _Connection(index=0, markets=[], firehose=True, conn_id=f"{exchange}-0-replay")
+        conn = Connection(index=0, markets=[], firehose=True, conn_id=f"{exchange}-0-replay")
         for frame in frames:
-            runner._on_message(conn, frame)
+            runner.connections.on_message(conn, frame)
     return emitted
 
 
