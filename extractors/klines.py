@@ -117,15 +117,15 @@ class KlinePoller:
             self._seq += 1
             self._emit(
                 Envelope(
-                    self.c.NAME,
-                    "klines",
-                    request.target,
-                    response.body,
-                    response.recv_ts_ns,
-                    f"klines-{self.c.NAME}-{self._seq}",
-                    1,
-                    "rest",
-                    symbol,
+                    exchange=self.c.NAME,
+                    channel="klines",
+                    stream=request.target,
+                    payload=response.body,
+                    recv_ts_ns=response.recv_ts_ns,
+                    conn_id=f"klines-{self.c.NAME}-{self._seq}",
+                    conn_seq=1,
+                    source="rest",
+                    native_symbol=symbol,
                 )
             )
             self.next_minute[symbol] = end + MINUTE_MS

@@ -57,8 +57,16 @@ def test_is_retryable_separates_network_trouble_from_bugs_and_fatal_errors() -> 
 
 def env(i: int, *, channel: str = "trades", symbol: str = "BTCUSDT", exchange: str = "binance") -> Envelope:
     return Envelope(
-        exchange, channel, "s", f'{{"i":{i}}}', 1_700_000_000_000_000_000 + i, "c", i, "ws", symbol
-    )  # type: ignore[arg-type]
+        exchange=exchange,
+        channel=channel,  # type: ignore[arg-type]
+        stream="s",
+        payload=f'{{"i":{i}}}',
+        recv_ts_ns=1_700_000_000_000_000_000 + i,
+        conn_id="c",
+        conn_seq=i,
+        source="ws",
+        native_symbol=symbol,
+    )
 
 
 def test_batcher_flushes_at_size_keeps_order_and_increases_batch_ids() -> None:

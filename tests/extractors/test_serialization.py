@@ -141,7 +141,15 @@ def test_odd_strings_serialize_exactly_as_the_stdlib_did_and_read_back(text: str
 
 
 def test_a_lone_surrogate_fails_as_it_did_not_silently() -> None:
-    envelope = Envelope("binance", "deadletter", "", "bad \ud800", 1, "c", 1)
+    envelope = Envelope(
+        exchange="binance",
+        channel="deadletter",
+        stream="",
+        payload="bad \ud800",
+        recv_ts_ns=1,
+        conn_id="c",
+        conn_seq=1,
+    )
     with pytest.raises(UnicodeEncodeError):
         old_line(envelope)
     with pytest.raises(UnicodeEncodeError):

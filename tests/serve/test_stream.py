@@ -74,7 +74,17 @@ class SinkWriter:
         for symbol, payload in frames:
             self.seq += 1
             envelopes.append(
-                Envelope(exchange, channel, "s", payload, time.time_ns(), "c1", self.seq, source, symbol)
+                Envelope(
+                    exchange=exchange,
+                    channel=channel,
+                    stream="s",
+                    payload=payload,
+                    recv_ts_ns=time.time_ns(),
+                    conn_id="c1",
+                    conn_seq=self.seq,
+                    source=source,
+                    native_symbol=symbol,
+                )
             )
         batch = Batch(exchange, channel, channel, f"b{self.seq}", tuple(envelopes))
         self.loop.run(lambda: self.sink.write(batch))
