@@ -1,6 +1,14 @@
-"""Prometheus metrics of one extractor process, on their own registry.
+"""Every Prometheus metric of the extractors: one process's :class:`Metrics`, and the sinks' metrics.
 
-``start(port)`` serves them over HTTP (port 0: not served). Names are ``cryptolake_extractor_*``.
+:class:`Metrics` holds the runner's and the writer's metrics (``cryptolake_extractor_*``) on a
+registry of its own (the CLI passes the default one); :meth:`Metrics.serve` serves that registry
+over HTTP (port 0: not served). Batch sizes, sink write latency and spool depth, as the writer
+sees each sink, are here and nowhere else.
+
+The sinks' own metrics (``cryptolake_sink_*``, ``cryptolake_landing_*``, ``cryptolake_spool_*``:
+failed writes where they happen, batch bytes, landing files, the spool's counters) are module
+constants at the bottom, on the default registry, labelled with ``sink`` (the sink's ``name``:
+``landing``, ``kafka``) so one dashboard shows each destination.
 """
 
 from __future__ import annotations
@@ -150,13 +158,11 @@ class Metrics:
         )
         self.sink_latency = Histogram(
             p + "sink_write_seconds",
-            "Time for a sink to make one write call durable (a group of up to 64 batches)",
+            "Time for a sink to make one write call durable (a group of up to 64 batches; "
+            "successful calls only)",
             ["sink"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
-        )
-        self.sink_errors = Counter(
-            p + "sink_errors_total", "Sink write failures (retried within a bound)", ["sink"], registry=r
         )
         self.spool_depth = Gauge(
             p + "spool_depth", "Batches waiting in a sink's disk spool", ["sink"], registry=r
@@ -176,3 +182,53 @@ class Metrics:
         self.local.flush()
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
+
+
+# --- the sinks' metrics (default registry) ---------------------------------------------------------
+
+BATCH_BYTES = Histogram(
+    "cryptolake_sink_batch_bytes",
+    "Uncompressed JSON-lines bytes per batch handed to a sink.",
+    ["sink"],
+    buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+)
+WRITE_ERRORS = Counter(
+    "cryptolake_sink_write_errors_total",
+    "Failed sink writes, by whether the failure is retryable.",
+    ["sink", "retryable"],
+)
+LANDING_FILES = Counter(
+    "cryptolake_landing_files_total",
+    "Landing-zone files finished (renamed into place or uploaded).",
+    ["sink"],
+)
+LANDING_FINISH_ERRORS = Counter(
+    "cryptolake_landing_finish_errors_total",
+    "Failed attempts to finish a landing file (upload/rename); the part stays staged and is retried.",
+    ["sink"],
+)
+SPOOL_BYTES = Gauge(
+    "cryptolake_spool_bytes",
+    "Bytes of batches waiting in the disk spool.",
+    ["sink"],
+)
+SPOOLED = Counter(
+    "cryptolake_spool_spooled_total",
+    "Batches written to the disk spool because the sink failed or had a backlog.",
+    ["sink"],
+)
+REPLAYED = Counter(
+    "cryptolake_spool_replayed_total",
+    "Batches replayed from the disk spool into their sink.",
+    ["sink"],
+)
+SPOOL_REJECTED = Counter(
+    "cryptolake_spool_rejected_total",
+    "Batches refused because the spool was full or the sink failed permanently (raised to the caller).",
+    ["sink", "reason"],
+)
+SPOOL_CORRUPT = Counter(
+    "cryptolake_spool_corrupt_total",
+    "Corrupt spool records (bad checksum, undecodable batch) moved to the spool's corrupt/ folder.",
+    ["sink"],
+)

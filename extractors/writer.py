@@ -116,7 +116,6 @@ class Writer:
             try:
                 await write_all(sink, group)
             except SinkError as exc:
-                self.m.sink_errors.labels(sink.name).inc()
                 delay = next(backoff)
                 if not exc.retryable or time.monotonic() + delay > deadline:
                     ids = (

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from extractors import metrics
 from extractors.envelope import Batch
-from extractors.sinks import metrics
 from extractors.sinks.base import SinkError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,6 @@ class KafkaSink:
         if self._closed:
             raise SinkError(f"{self.name}: sink is closed", retryable=False)
         value = batch.to_jsonl()
-        started = time.monotonic()
         try:
             await asyncio.to_thread(self._send, batch, value)
         except Exception as exc:
@@ -141,9 +140,7 @@ class KafkaSink:
                 f"{self.name}: batch {batch.batch_id} to {self.topic(batch)} failed: {exc}",
                 retryable=retryable,
             ) from exc
-        metrics.BATCH_ENVELOPES.labels(self.name).observe(len(batch.envelopes))
         metrics.BATCH_BYTES.labels(self.name).observe(len(value))
-        metrics.WRITE_SECONDS.labels(self.name).observe(time.monotonic() - started)
 
     async def close(self, *, deadline: float | None = None) -> None:
         """Close the producer, giving in-flight records ``close_timeout_s`` but never past

@@ -51,10 +51,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from extractors import metrics
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
 from extractors.files import fsync_dir
-from extractors.sinks import metrics
 from extractors.sinks.base import SinkError
 from lake.config import Secret, reveal
 
@@ -242,7 +242,6 @@ class LandingSink:
         if not items:
             return
         self._ensure_roller()
-        started = time.monotonic()
         async with self._lock:
             backlog = sum(p.size for p in self._pending)
             if backlog > self._settings.staging_max_bytes:
@@ -261,11 +260,8 @@ class LandingSink:
                 if part.size >= self._settings.roll_bytes and part.fh is not None:
                     self._detach(part)
                     self._wake.set()
-        elapsed = time.monotonic() - started
-        for batch, raw in items:
-            metrics.BATCH_ENVELOPES.labels(self.name).observe(len(batch.envelopes))
+        for _, raw in items:
             metrics.BATCH_BYTES.labels(self.name).observe(len(raw))
-        metrics.WRITE_SECONDS.labels(self.name).observe(elapsed)
 
     async def close(self, *, deadline: float | None = None) -> None:
         """Finish every part (rename/upload) within ``close_timeout_s`` and by ``deadline``

@@ -50,10 +50,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from extractors import metrics
 from extractors.backoff import Backoff
 from extractors.envelope import Batch, path_safe
 from extractors.files import fsync_dir
-from extractors.sinks import metrics
 from extractors.sinks.base import Sink, SinkError, close_within, write_all
 
 logger = logging.getLogger(__name__)
@@ -621,5 +621,4 @@ class SpooledSink:
         return True
 
     def _update_gauges(self) -> None:
-        metrics.SPOOL_DEPTH.labels(self.name).set(len(self._queue))
         metrics.SPOOL_BYTES.labels(self.name).set(self._queue.nbytes)
