@@ -32,8 +32,9 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from extractors.metrics import Metrics
-from extractors.runner import Extractor, ShutdownBudget
+from extractors.runner import Extractor
 from extractors.settings import Settings, load_settings
+from extractors.shutdown import ShutdownBudget
 from extractors.sinks import close_all, leaf_errors
 from extractors.sinks.base import Sink
 from lake.config import ConfigError, load_section, read_yaml
@@ -96,7 +97,7 @@ async def run(settings: Settings, sinks: Sequence[Sink], metrics: Metrics) -> No
     """Run until SIGINT/SIGTERM, then flush and close the sinks.
 
     The whole shutdown keeps one deadline, ``shutdown_timeout_s`` after the signal
-    (:class:`extractors.runner.ShutdownBudget`): gap fills, the final flush and the sink writes
+    (:class:`extractors.shutdown.ShutdownBudget`): gap fills, the final flush and the sink writes
     take their share inside it, and closing the sinks gets what is left of the same deadline.
     """
     stop = asyncio.Event()

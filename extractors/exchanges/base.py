@@ -2,8 +2,9 @@
 
 An exchange module (``binance.py``, ``kucoin.py`` ...) does no I/O. It describes endpoints and
 limits, builds the messages and REST requests the runner sends, and classifies what comes back.
-The runner (``extractors.runner``) does every connect, send, sleep and retry, for all exchanges
-with one mechanism. A module satisfies :class:`Connector` simply by defining these names at
+The runner (``extractors.runner`` and its parts ``extractors.connection``, ``extractors.discovery``
+and ``extractors.gapfill``) does every connect, send, sleep and retry, for all exchanges with one
+mechanism. A module satisfies :class:`Connector` simply by defining these names at
 module level; mypy checks modules against protocols.
 
 Trade ids: the runner tracks one integer *ordering id* per market (Binance ``t``, Coinbase
