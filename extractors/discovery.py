@@ -1,6 +1,6 @@
-"""Markets: discovery and rediscovery over REST, spread over connections, watched for quiet.
+"""Discovery: markets found over REST and rediscovered, spread over connections, watched for quiet.
 
-:class:`Markets` decides which markets one exchange runner extracts and which
+:class:`Discovery` decides which markets one exchange runner extracts and which
 :class:`~extractors.connection.Connection` carries each:
 
 * discovery asks the exchange's REST for its markets (the response lands in channel ``markets``)
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 LandRest = Callable[[Channel, RestRequest, str, int, str | None], None]
 
 
-class Markets:
+class Discovery:
     """One exchange runner's markets and their connections; see the module docstring.
 
     ``conn_of`` (native symbol -> its connection) and ``last_data``/``last_l1`` (symbol ->

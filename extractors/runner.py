@@ -4,7 +4,7 @@ An exchange runner discovers markets over REST, spreads them over websocket conn
 within the exchange's per-connection limit), keeps every connection alive, fills trade-id gaps
 over REST and persists its resume points. It wires four parts, each in its own module:
 
-* :class:`~extractors.discovery.Markets` (``extractors/discovery.py``): discovery and
+* :class:`~extractors.discovery.Discovery` (``extractors/discovery.py``): discovery and
   rediscovery, the markets of each connection (new listings subscribed and delisted markets
   unsubscribed live), the market watch (quiet markets, the L1 poller);
 * :class:`~extractors.connection.ConnectionLoop` (``extractors/connection.py``): connect,
@@ -43,7 +43,7 @@ from prometheus_client import Counter
 from extractors.backoff import sleep_unless_stopped
 from extractors.batcher import Batcher
 from extractors.connection import Connection, ConnectionLoop
-from extractors.discovery import Markets
+from extractors.discovery import Discovery
 from extractors.envelope import Batch, Channel, Envelope
 from extractors.exchanges import connector as get_connector
 from extractors.exchanges.base import Connector, RestRequest
@@ -149,7 +149,7 @@ class ExchangeRunner:
             stop=stop,
             room=room,
         )
-        self.discovery = Markets(
+        self.discovery = Discovery(
             connector,
             ext=self.ext,
             xs=self.xs,
