@@ -18,10 +18,11 @@ help: ## List every target
 setup: ## Install everything: venv + package (editable, dev extras) + JVM jars (cached; 2nd run takes seconds)
 	@bash infra/setup.sh
 
-check: setup ## Lint and type-check (ruff, ruff format --check, mypy)
+check: setup ## Lint, type-check, import layering (ruff, ruff format --check, mypy, infra.check_imports)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy extractors spark_jobs lake expectations infra
+	$(PY) -m infra.check_imports
 
 format: setup ## Apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
@@ -34,7 +35,7 @@ test: setup check ## setup + check + the whole test suite (unit, Spark, integrat
 run: setup ## Demo: simulator -> extractors -> landing zone -> Spark bronze/silver -> SQL, all local (var/demo)
 	$(PY) -m infra.demo $(DEMO_ARGS)
 
-bench: setup ## Benchmarks: print figures and write them to bench-results.json
+bench: setup ## Every benchmark (infra/bench/): print figures, write them to bench-results.json (BENCH_ARGS="--only gold --quick")
 	$(PY) -m infra.bench --out bench-results.json $(BENCH_ARGS)
 
 .PHONY: sql

@@ -1,9 +1,10 @@
-"""``python -m expectations``: list the suites, replay quarantined rows, measure validation cost.
+"""``python -m expectations``: list the suites, write the data-quality report.
 
 python -m expectations suites                          # every suite and its expectations (no Spark)
-python -m expectations replay --table silver.trades    # re-validate quarantined rows, insert passes
-python -m expectations bench --rows 1000 10000         # ms per batch with and without validation
 python -m expectations report --out var/dq-report/index.html   # one-page HTML summary (no JVM)
+
+Re-validating quarantined rows writes silver, so it is a Spark job: ``python -m spark_jobs.dq_replay
+--table silver.trades``. What validation costs a batch is a benchmark: ``python -m infra.bench.quality``.
 """
 
 from __future__ import annotations
@@ -24,16 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="YAML config (sections lake:, spark:, expectations:); env wins")
-    parser.add_argument("--master", help="Spark master, e.g. local[2]")
+    parser.add_argument("--config", help="YAML config (sections lake:, expectations:); env wins")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("suites", help="print every suite's expectations as JSON lines")
-    rp = sub.add_parser("replay", help="re-validate a table's quarantined rows and insert those that pass")
-    rp.add_argument("--table", required=True, choices=sorted(SUITES))
-    bp = sub.add_parser("bench", help="ms per silver.trades-shaped batch, with and without validation")
-    bp.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
-    bp.add_argument("--repeats", type=int, default=5)
-    bp.add_argument("--gx", action="store_true", help="also time the full GX validation")
     rep = sub.add_parser("report", help="write the one-page HTML data-quality summary (DuckDB, no JVM)")
     rep.add_argument("--out", default="var/dq-report/index.html", help="the HTML file to write")
     args = parser.parse_args(argv)
@@ -42,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_yaml(args.config)
         settings = load_section(DqSettings, "expectations", config=config)
-        runtime = load_runtime(args.config, spark_overrides={"master": args.master})
+        runtime = load_runtime(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -54,29 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"suite": name, "name": expectation_name(e), **cfg}, default=str))
         return 0
 
-    if args.command == "report":
-        from expectations.report import write
+    from expectations.report import write
 
-        print(write(runtime.lake, args.out))
-        return 0
-
-    from lake.session import build_spark
-
-    spark = build_spark(runtime.spark)
-    if args.command == "replay":
-        from expectations.replay import replay
-
-        report = replay(spark, lake=runtime.lake, table_name=args.table, settings=settings)
-        print(
-            f"{report.table}: {report.examined} quarantined rows re-validated, {report.passing} pass now, "
-            f"{report.inserted} inserted"
-        )
-        return 0
-
-    from expectations.bench import run_bench
-
-    for line in run_bench(spark, sizes=args.rows, repeats=args.repeats, settings=settings, gx=args.gx):
-        print(line, flush=True)
+    print(write(runtime.lake, args.out))
     return 0
 
 

@@ -47,8 +47,8 @@ from pyspark.sql.types import StringType
 
 from expectations.predicates import Check, column_alias, compile_expectation
 from expectations.suites import DqSettings, TableSuite, expectation_name, parameters, suite_for
+from lake.quarantine import to_quarantine
 from lake.tables import SILVER_QUARANTINE
-from spark_jobs.columns import to_quarantine
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import IntegerType, LongType, StringType
 
 from lake.delta_io import append
+from lake.quarantine import to_quarantine
 from lake.tables import BRONZE_RAW_EVENTS, RAW_ENVELOPE_SCHEMA, Lake
-from spark_jobs.columns import recv_ts, to_quarantine
+from spark_jobs.columns import recv_ts
 from spark_jobs.runtime import BronzeSettings, WriterId, run_main, start, write_quarantine
 
 #: Columns a source hands to :func:`envelopes_to_bronze`.

@@ -1,4 +1,4 @@
-"""Column helpers shared by the transforms: exact decimals, exchange time units, quarantine rows.
+"""Column helpers shared by the transforms: exact decimals, exchange time units, error reasons.
 
 Everything here builds :class:`~pyspark.sql.Column` expressions; nothing reads or writes data.
 
@@ -11,7 +11,7 @@ too large for its bound becomes ``NULL`` rather than wrong.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, LongType, StringType
 
@@ -99,25 +99,3 @@ def first_error(*checks: tuple[Column, str]) -> Column:
     for condition, reason in reversed(checks):
         expr = F.when(F.coalesce(condition, F.lit(True)), F.lit(reason)).otherwise(expr)
     return expr
-
-
-def to_quarantine(*, source_table: str, batch_id: int | None, reason_col: str = "_error"):  # type: ignore[no-untyped-def]
-    """Rows of ``silver.quarantine`` from rejected rows: every non-internal column as JSON.
-
-    Internal columns start with ``_`` except ``_raw`` (the item text), which is kept in the JSON.
-    """
-
-    def transform(df: DataFrame) -> DataFrame:
-        kept = [c for c in df.columns if not c.startswith("_") or c == "_raw"]
-        return df.select(
-            F.lit(source_table).alias("source_table"),
-            (F.col("exchange") if "exchange" in df.columns else F.lit(None).cast(StringType())).alias(
-                "exchange"
-            ),
-            F.to_json(F.struct(*[F.col(c) for c in kept])).alias("row_json"),
-            F.col(reason_col).alias("reason"),
-            F.lit(batch_id).cast(LongType()).alias("batch_id"),
-            F.current_timestamp().alias("quarantined_ts"),
-        )
-
-    return transform

@@ -18,7 +18,7 @@ discovery snapshot that lists it. Silver rejects it with reason ``unknown_market
    envelope is found by exchange, receive date (a partition) and receive millisecond (file
    statistics); of its items, the quarantined one is the one with the same ``_raw``.
 4. **Dedupe, price, insert**: one row per key in the table's order (:func:`dedupe_first`), USDT
-   columns from ``silver.usdt_rates`` with the carry rule (``expectations.replay``'s pricing),
+   columns from ``silver.usdt_rates`` with the carry rule (:mod:`spark_jobs.dq_replay`'s pricing),
    and an insert-only MERGE on the natural key bounded to the rows' minutes: a key already in the
    table is never overwritten.
 
@@ -124,7 +124,7 @@ def replay_unknown_markets(
         )
         rows = _rebuilt(bronze.transform(job.normalize(markets)), pending)
         rows = dedupe_first(rows, job.target.key, job.target.order())
-        from expectations.replay import _inserted_since, _price  # GX is imported only when needed
+        from spark_jobs.dq_replay import _inserted_since, _price  # GX is imported only when needed
 
         priced = _price(spark, rows, lake=lake, table_name=name, carry=settings.rate_carry_minutes)
         priced = priced.select(*spec.columns).persist()

@@ -32,8 +32,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from lake.delta_io import append, merge_rows, merge_upsert, table_version
+from lake.quarantine import to_quarantine
 from lake.tables import SILVER_MARKETS, SILVER_TRADES, SILVER_USDT_RATES, Lake, TableSpec, table
-from spark_jobs.columns import minute_of, to_quarantine
+from spark_jobs.columns import minute_of
 from spark_jobs.runtime import (
     SilverSettings,
     WriterId,

@@ -3,9 +3,9 @@
 The canonical instrument id is ``BASE-QUOTE`` in upper case (exchanges.md 1.3). Base and quote
 always come from the exchange's instrument list (Binance ``baseAsset``/``quoteAsset``, KuCoin
 ``baseCurrency``/``quoteCurrency``, Coinbase ``base_currency``/``quote_currency``), never from
-splitting ``BTCUSDT``; the one alias table below maps renamed asset codes to the canonical code.
-A row whose ``(exchange, native_symbol)`` is not a known market is rejected with reason
-``unknown_market`` (it goes to quarantine, it is not dropped).
+splitting ``BTCUSDT``; the one alias table (:data:`lake.assets.ASSET_ALIASES`) maps renamed asset
+codes to the canonical code. A row whose ``(exchange, native_symbol)`` is not a known market is
+rejected with reason ``unknown_market`` (it goes to quarantine, it is not dropped).
 """
 
 from __future__ import annotations
@@ -16,27 +16,8 @@ from itertools import chain
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lake.assets import ASSET_ALIASES
 from lake.tables import SILVER_MARKETS
-
-#: Exchange asset codes -> canonical codes. Kraken's legacy X/Z-prefixed REST codes and XBT/XDG.
-#: Nobitex codes the rial ``rls``: its markets are ``*-IRT`` priced in rial. Wallex ``TMN`` (toman) is
-#: a different unit (1 toman = 10 rial), so it is not merged into IRT.
-ASSET_ALIASES: dict[str, str] = {
-    "XBT": "BTC",
-    "XXBT": "BTC",
-    "XDG": "DOGE",
-    "XXDG": "DOGE",
-    "XETH": "ETH",
-    "XXRP": "XRP",
-    "XLTC": "LTC",
-    "XXLM": "XLM",
-    "ZUSD": "USD",
-    "ZEUR": "EUR",
-    "ZGBP": "GBP",
-    "ZJPY": "JPY",
-    "ZCAD": "CAD",
-    "RLS": "IRT",
-}
 
 
 def canonical_asset(col: Column | str, aliases: dict[str, str] | None = None) -> Column:

@@ -24,7 +24,7 @@ from typing import Any
 
 from extractors.exchanges import CONNECTORS
 from extractors.exchanges.base import loads
-from spark_jobs.symbols import ASSET_ALIASES
+from lake.assets import ASSET_ALIASES
 
 #: Channels that carry live prices. REST ``trades`` pages are gap fills of the past: not live.
 LIVE_CHANNELS = ("ticker", "trades", "l1")

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from pyspark.sql import functions as F
 
 from expectations import DqSettings, ResultsBuffer, Validator, record
-from expectations.replay import replay
 from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES, Lake, LakeSettings
+from spark_jobs.dq_replay import replay
 from spark_jobs.runtime import read_table, write_quarantine
 from tests.expectations.frames import EVENT, NOW, frame
 

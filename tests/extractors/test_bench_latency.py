@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from extractors.bench import trade_latencies_ms
+from infra.bench.extractor import trade_latencies_ms
 
 T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 

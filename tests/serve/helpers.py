@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from lake.serve.bench import write_rows
+from infra.bench.serve import write_rows
 from tests.conftest import seconds
 
 #: Rows -> a lake table with delta-rs (no JVM), as the REST benchmark writes its lake.

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from extractors.bench import envelopes_total, start_extractor
-from infra.procstat import cpu_seconds, free_port, rss_bytes, terminate
+from infra.bench.extractor import envelopes_total, start_extractor
+from infra.bench.procstat import cpu_seconds, free_port, rss_bytes, terminate
 
 
 def _cores(pid: int, seconds: float) -> float:

@@ -18,7 +18,7 @@ folder, exactly as in production. Two phases:
   (1 s by default) plus the sink's write time; landing files become visible when they roll.
 
 Then the same two phases against a replay feed instead of the simulator (``replay_*`` figures,
-:mod:`extractors.bench_replay`): the extractor's own ceiling, frames per CPU-second, when the
+:mod:`infra.bench.replay`): the extractor's own ceiling, frames per CPU-second, when the
 feed is not what runs out of CPU first.
 """
 
@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from infra.procstat import cpu_seconds, free_port, rss_bytes, terminate
+from infra.bench.procstat import cpu_seconds, free_port, rss_bytes, terminate
 
 
 def _event_ns(exchange: str, payload: str) -> int:
@@ -160,7 +160,7 @@ def run(
 ) -> dict[str, Any]:
     """Throughput at full speed, then latency at ``latency_rate`` trades/s; one extractor process."""
     warmup_s, measure_s = (3.0, 5.0) if quick else (5.0, 20.0)
-    from extractors import bench_replay  # imports this module
+    from infra.bench import replay as bench_replay  # imports this module
 
     full, _ = _phase(exchange, symbols, 0, warmup_s=warmup_s, measure_s=measure_s)
     steady, latencies = _phase(exchange, symbols, latency_rate, warmup_s=warmup_s, measure_s=measure_s)

@@ -1,4 +1,4 @@
-"""bench_gold: milliseconds per :func:`spark_jobs.gold.update_gold` / ``update_l1`` call, warm lake.
+"""Gold benchmark: milliseconds per :func:`spark_jobs.gold.update_gold` / ``update_l1`` call, warm lake.
 
 A warm lake: ``silver.trades`` with ``--warm-trades`` trades over ``--warm-minutes`` minutes on
 3 exchanges x ``--markets`` markets, and gold built from it. Then ``--batches`` batches of
@@ -6,8 +6,9 @@ A warm lake: ``silver.trades`` with ``--warm-trades`` trades over ``--warm-minut
 updated the way the live pipeline would call it (``minutes=`` the batch's minutes) and the way
 the standalone job does (``trades=`` the batch rows). Same for L1 quotes.
 
-    python -m spark_jobs.bench_gold --batches 5 --batch-trades 1000
-    python -m spark_jobs.bench_gold --queries var/demo/lake     # the example queries, both engines
+    python -m infra.bench --only gold [--quick]              # make bench's figures (the defaults)
+    python -m infra.bench.gold --batches 5 --batch-trades 1000
+    python -m infra.bench.gold --queries var/demo/lake     # the example queries, both engines
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +32,8 @@ from spark_jobs import gold
 
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 EXCHANGES = ("binance", "kucoin", "coinbase")
+#: Figure names of the timed calls.
+_LABEL = {"minutes=": "update_gold_minutes", "trades=": "update_gold_trades", "update_l1": "update_l1"}
 
 
 def synthetic_trades(
@@ -129,54 +133,44 @@ def time_queries(lake_root: str, *, symbol: str, base: str, repeats: int, master
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spark_jobs.bench_gold", description=__doc__)
-    parser.add_argument("--queries", metavar="LAKE_ROOT", help="only time the example queries on this lake")
-    parser.add_argument("--symbol", default="BTC-USDT")
-    parser.add_argument("--base", default="BTC")
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--warm-trades", type=int, default=200_000)
-    parser.add_argument("--warm-minutes", type=int, default=30)
-    parser.add_argument("--markets", type=int, default=50)
-    parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--batch-trades", type=int, default=1000)
-    parser.add_argument("--master", default="local[2]")
-    args = parser.parse_args(argv)
-    if args.queries:
-        time_queries(
-            args.queries, symbol=args.symbol, base=args.base, repeats=args.repeats, master=args.master
-        )
-        return 0
-
+def measure(
+    *, warm_trades: int, warm_minutes: int, markets: int, batches: int, batch_trades: int, master: str
+) -> dict[str, Any]:
+    """Build the warm lake, time ``batches`` gold and L1 updates on it; prints as it goes, returns figures."""
     root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
-    spark = build_spark(SparkSettings(master=args.master, shuffle_partitions=2, driver_memory="3g"))
+    spark = build_spark(SparkSettings(master=master, shuffle_partitions=2, driver_memory="3g"))
     lake = Lake(LakeSettings(root=str(root / "lake")))
     try:
         ensure_tables(spark, lake, (SILVER_TRADES.name, SILVER_L1_QUOTES.name, *gold.GOLD_TABLES))
-        span = args.warm_minutes * 60
-        warm = synthetic_trades(
-            spark, n=args.warm_trades, markets=args.markets, start_s=T0, span_s=span, id_offset=0
-        )
+        span = warm_minutes * 60
+        warm = synthetic_trades(spark, n=warm_trades, markets=markets, start_s=T0, span_s=span, id_offset=0)
         # One file per minute and partition, as a stream of micro-batches leaves them (statistics skip).
-        warm = warm.repartitionByRange(args.warm_minutes, "event_ts")
+        warm = warm.repartitionByRange(warm_minutes, "event_ts")
         append(warm, lake=lake, name=SILVER_TRADES.name)
         append(synthetic_quotes(spark, warm), lake=lake, name=SILVER_L1_QUOTES.name)
         started = time.perf_counter()
         writer = gold.GoldWriter(lake)  # what the pipeline keeps across batches
         gold.update_gold(spark, lake, minutes=range(T0, T0 + span, 60), writer=writer)
         gold.update_l1(spark, lake, minutes=range(T0, T0 + span, 60))
-        print(f"warm: {args.warm_trades} trades, gold built in {time.perf_counter() - started:.1f} s")
+        warm_s = time.perf_counter() - started
+        print(f"warm: {warm_trades} trades, gold built in {warm_s:.1f} s")
+        figures: dict[str, Any] = {
+            "warm_lake": f"{warm_trades} trades, {warm_minutes} min, {len(EXCHANGES)} x {markets} markets",
+            "batches": f"{batches} of {batch_trades} trades (every market, the newest minute)",
+            "spark_master": master,
+            "warm_gold_build_seconds": round(warm_s, 1),
+        }
 
         timings: dict[str, list[float]] = {"minutes=": [], "trades=": [], "update_l1": []}
         newest = T0 + span
-        for i in range(args.batches):
+        for i in range(batches):
             batch = synthetic_trades(
                 spark,
-                n=args.batch_trades,
-                markets=args.markets,
+                n=batch_trades,
+                markets=markets,
                 start_s=newest + i * 2,
                 span_s=2,
-                id_offset=10_000_000 + i * args.batch_trades,
+                id_offset=10_000_000 + i * batch_trades,
             ).persist()
             batch.count()
             append(batch, lake=lake, name=SILVER_TRADES.name)
@@ -198,9 +192,51 @@ def main(argv: list[str] | None = None) -> int:
             if values:
                 ms = [round(v * 1000) for v in values]
                 print(f"{name:10} ms per call: median {statistics.median(ms):.0f}, all {ms}")
+                figures[f"{_LABEL[name]}_ms_median"] = round(statistics.median(ms))
     finally:
         spark.stop()
         shutil.rmtree(root, ignore_errors=True)
+    return figures
+
+
+def run(*, quick: bool = False) -> dict[str, Any]:
+    """``make bench``'s gold figures: the CLI's defaults (quick: a small warm lake, 3 batches)."""
+    if quick:
+        return measure(
+            warm_trades=20_000, warm_minutes=10, markets=10, batches=3, batch_trades=500, master="local[2]"
+        )
+    return measure(
+        warm_trades=200_000, warm_minutes=30, markets=50, batches=5, batch_trades=1000, master="local[2]"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.bench.gold", description=__doc__)
+    parser.add_argument("--queries", metavar="LAKE_ROOT", help="only time the example queries on this lake")
+    parser.add_argument("--symbol", default="BTC-USDT")
+    parser.add_argument("--base", default="BTC")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--warm-trades", type=int, default=200_000)
+    parser.add_argument("--warm-minutes", type=int, default=30)
+    parser.add_argument("--markets", type=int, default=50)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batch-trades", type=int, default=1000)
+    parser.add_argument("--master", default="local[2]")
+    args = parser.parse_args(argv)
+    if args.queries:
+        time_queries(
+            args.queries, symbol=args.symbol, base=args.base, repeats=args.repeats, master=args.master
+        )
+        return 0
+
+    measure(
+        warm_trades=args.warm_trades,
+        warm_minutes=args.warm_minutes,
+        markets=args.markets,
+        batches=args.batches,
+        batch_trades=args.batch_trades,
+        master=args.master,
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``python -m lake.serve.bench``: latency of a live feed, extractor receive -> WebSocket client.
+"""``python -m infra.bench.serve``: latency of a live feed, extractor receive -> WebSocket client.
 
 Starts the exchange simulator, one extractor process writing a local landing zone (``--feed
 landing``) or a private local Kafka broker (``--feed kafka``), and ``python -m lake.serve`` on it,
@@ -13,6 +13,8 @@ extractor's ``batch_max_age_s`` (the largest part of this latency).
 day of 1-minute bars for 3 exchanges x ``--symbols`` markets, and their L1 quotes): ``/api/latest``
 and a day of ``/api/bars``, each the first time (uncached: a DuckDB query) and repeated (cached for
 the table version).
+
+``make bench`` (``python -m infra.bench --only serve [--quick]``) runs both at the defaults.
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def _day_lake(root: Path, symbols: int) -> list[tuple[str, str]]:
     return markets
 
 
-def _rest(symbols: int) -> int:
+def rest_latencies(symbols: int) -> dict[str, list[float]]:
+    """ms of each REST request kind (see the module doc) against a day lake of ``symbols`` x 3 markets."""
     from lake.serve.app import create_app
     from lake.serve.settings import ServeSettings
 
@@ -202,18 +205,113 @@ def _rest(symbols: int) -> int:
         }
         server.should_exit = True
         thread.join(10)
+    return figures
+
+
+def _rest(symbols: int) -> int:
+    figures = rest_latencies(symbols)
     load = os.getloadavg()[0]
-    print(f"REST on loopback, {len(markets)} markets x 1,440 bars, load average {load:.1f}:")
+    print(f"REST on loopback, {3 * symbols} markets x 1,440 bars, load average {load:.1f}:")
     for name, ms in figures.items():
         print(f"  {name:38} n={len(ms):3}  median {statistics.median(ms):7.1f} ms  max {max(ms):7.1f} ms")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def feed_latencies(
+    *,
+    seconds: float,
+    warmup: float,
+    symbols: int,
+    rate: float,
+    batch_age: float,
+    poll: float,
+    feed: str,
+    clients: int,
+) -> tuple[list[float], list[int], float]:
+    """Latencies (s) of the states the measuring client got, messages per extra client, server RSS MiB."""
     from infra.demo import EXCHANGES, extractor_env
     from infra.exchange_sim import SimulatorThread
 
-    parser = argparse.ArgumentParser(prog="python -m lake.serve.bench", description=__doc__)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serve-bench-")))
+        sim = stack.enter_context(SimulatorThread(EXCHANGES, symbols=symbols, rate=rate, seed=7))
+        urls = {ex: (sim.urls[ex].rest, sim.urls[ex].ws) for ex in EXCHANGES}
+        env = extractor_env(urls, landing=work / "landing", spool=work / "spool")
+        env["CRYPTOLAKE_EXTRACTORS_BATCH_MAX_AGE_S"] = str(batch_age)
+        env["CRYPTOLAKE_EXTRACTORS_STATE_DIR"] = str(work / "state")
+        env["CRYPTOLAKE_LANDING_ROLL_SECONDS"] = "300"
+        env["CRYPTOLAKE_LANDING_FSYNC"] = "false"
+        if feed == "kafka":
+            from infra.services import KafkaService
+
+            kafka = KafkaService(state_dir=work / "kafka", die_with_parent=True)
+            kafka.start(timeout=120)
+            stack.callback(kafka.stop, hard=True)
+            env["CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
+        port = _free_port()
+        serve_env = {
+            **env,
+            "CRYPTOLAKE_LAKE_ROOT": str(work / "lake"),
+            "CRYPTOLAKE_SERVE_POLL_S": str(poll),
+            "CRYPTOLAKE_SERVE_MIN_INTERVAL_S": "0",
+        }
+        sink = "kafka" if feed == "kafka" else "landing"
+        extractor = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", sink], env=env)
+        serve_cmd = ["-m", "lake.serve", "--feed", feed, "--port", str(port), "--log-level", "WARNING"]
+        server = subprocess.Popen([sys.executable, *serve_cmd], env=serve_env)
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/api/health", 60)
+            url = f"ws://127.0.0.1:{port}/ws/stream"
+            lat, counts = asyncio.run(_collect(url, seconds, warmup, clients))
+            rss = _rss_mib(server.pid)
+        finally:
+            for proc in (server, extractor):
+                proc.send_signal(signal.SIGTERM)
+            for proc in (server, extractor):
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return lat, counts, rss
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").replace("__", "_")
+
+
+def run(*, quick: bool = False) -> dict[str, Any]:
+    """``make bench``'s figures: the landing feed for 30 s (quick 10 s) after a 10 s (5 s) warm-up at
+    the CLI's defaults (3 exchanges x 10 symbols x 50 trades/s), then REST on a 10-symbol (3) day lake."""
+    seconds, warmup, rest_symbols = (10.0, 5.0, 3) if quick else (30.0, 10.0, 10)
+    lat, _, rss = feed_latencies(
+        seconds=seconds,
+        warmup=warmup,
+        symbols=10,
+        rate=50.0,
+        batch_age=1.0,
+        poll=0.2,
+        feed="landing",
+        clients=0,
+    )
+    figures: dict[str, Any] = {
+        "feed": "landing; 3 exchanges x 10 symbols x 50 trades/s; batch_max_age_s 1, poll_s 0.2",
+        "ws_states": len(lat),
+        "load_avg_1m_after_feed": round(os.getloadavg()[0], 1),
+        "server_rss_mib": round(rss),
+    }
+    if lat:
+        figures |= {
+            f"ws_recv_to_client_ms_{name}": round(_pct(lat, q) * 1000)
+            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        }
+    figures["rest_lake"] = f"{3 * rest_symbols} markets x 1,440 1-minute bars"
+    for name, ms in rest_latencies(rest_symbols).items():
+        figures[f"rest_{_slug(name)}_ms_median"] = round(statistics.median(ms), 1)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.bench.serve", description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time after the warm-up")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds ignored after connecting")
     parser.add_argument("--symbols", type=int, default=10)
@@ -227,46 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.rest:
         return _rest(args.symbols)
 
-    with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serve-bench-")))
-        sim = stack.enter_context(SimulatorThread(EXCHANGES, symbols=args.symbols, rate=args.rate, seed=7))
-        urls = {ex: (sim.urls[ex].rest, sim.urls[ex].ws) for ex in EXCHANGES}
-        env = extractor_env(urls, landing=work / "landing", spool=work / "spool")
-        env["CRYPTOLAKE_EXTRACTORS_BATCH_MAX_AGE_S"] = str(args.batch_age)
-        env["CRYPTOLAKE_EXTRACTORS_STATE_DIR"] = str(work / "state")
-        env["CRYPTOLAKE_LANDING_ROLL_SECONDS"] = "300"
-        env["CRYPTOLAKE_LANDING_FSYNC"] = "false"
-        if args.feed == "kafka":
-            from infra.services import KafkaService
-
-            kafka = KafkaService(state_dir=work / "kafka", die_with_parent=True)
-            kafka.start(timeout=120)
-            stack.callback(kafka.stop, hard=True)
-            env["CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
-        port = _free_port()
-        serve_env = {
-            **env,
-            "CRYPTOLAKE_LAKE_ROOT": str(work / "lake"),
-            "CRYPTOLAKE_SERVE_POLL_S": str(args.poll),
-            "CRYPTOLAKE_SERVE_MIN_INTERVAL_S": "0",
-        }
-        sink = "kafka" if args.feed == "kafka" else "landing"
-        extractor = subprocess.Popen([sys.executable, "-m", "extractors", "run", "--sink", sink], env=env)
-        serve_cmd = ["-m", "lake.serve", "--feed", args.feed, "--port", str(port), "--log-level", "WARNING"]
-        server = subprocess.Popen([sys.executable, *serve_cmd], env=serve_env)
-        try:
-            _wait_http(f"http://127.0.0.1:{port}/api/health", 60)
-            url = f"ws://127.0.0.1:{port}/ws/stream"
-            lat, counts = asyncio.run(_collect(url, args.seconds, args.warmup, args.clients))
-            rss = _rss_mib(server.pid)
-        finally:
-            for proc in (server, extractor):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (server, extractor):
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    lat, counts, rss = feed_latencies(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        symbols=args.symbols,
+        rate=args.rate,
+        batch_age=args.batch_age,
+        poll=args.poll,
+        feed=args.feed,
+        clients=args.clients,
+    )
     if not lat:
         print("no states received", file=sys.stderr)
         return 1

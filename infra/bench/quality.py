@@ -1,4 +1,4 @@
-"""What validation costs a micro-batch: ms per silver.trades-shaped batch, with and without it.
+"""Quality benchmark: ms per silver.trades-shaped micro-batch, with and without validation.
 
 For each size, a batch of normalized trades (the shape ``write_priced_batch`` receives: the table's
 columns with NULL USDT columns, ``_raw``, ``_error``; 2 % bad rows of several kinds) is written to
@@ -10,11 +10,18 @@ of each kind is dropped), median of ``repeats``:
 * ``validated write``: validate, append ``bad`` to ``silver.quarantine``, ``write_priced_batch``
   of ``good``, :func:`record` (append) to ``gold.dq_results``: what the pipeline would do;
 * ``gx``: the full GX validation of the same batch (``--gx``).
+
+    python -m infra.bench --only quality [--quick]       # make bench: 1,000 and 10,000 rows (quick: 1,000)
+    python -m infra.bench.quality --rows 1000 10000 --gx  # other sizes, and the full GX run
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,17 +98,30 @@ def run_bench(
     repeats: int = 5,
     settings: DqSettings | None = None,
     gx: bool = False,
-) -> Iterator[str]:
-    """Yield one line of figures per batch size (see the module doc)."""
+) -> Iterator[dict[str, float]]:
+    """Yield the figures of each batch size (see the module doc; :func:`describe` as a line)."""
     validator = Validator(settings)
     with tempfile.TemporaryDirectory(prefix="dq-bench-") as tmp:
         for n in sizes:
             yield _bench_size(spark, validator, n=n, repeats=repeats, gx=gx, tmp=Path(tmp) / str(n))
 
 
+def describe(figures: dict[str, float]) -> str:
+    """One line of one batch size's figures."""
+    f = figures
+    line = (
+        f"rows={f['rows']:.0f}: write {f['write_ms']:.0f} ms, validate {f['validate_ms']:.0f} ms, "
+        f"validated write {f['validated_write_ms']:.0f} ms (+{f['validated_write_overhead_pct']:.0f} %; "
+        f"validate alone = {f['validate_share_of_write_pct']:.0f} % of the write, median of rounds)"
+    )
+    if "full_gx_ms" in f:
+        line += f", full GX run {f['full_gx_ms']:.0f} ms"
+    return line
+
+
 def _bench_size(
     spark: SparkSession, validator: Validator, *, n: int, repeats: int, gx: bool, tmp: Path
-) -> str:
+) -> dict[str, float]:
     from spark_jobs.runtime import SilverSettings, write_quarantine
     from spark_jobs.silver import KeyIndex, write_priced_batch
     from spark_jobs.silver_trades import JOB
@@ -166,13 +186,83 @@ def _bench_size(
                 runs[kind].append((time.perf_counter() - started) * 1000)
     w, val, vw = (statistics.median(runs[k]) for k in ("write", "validate", "validated"))
     share = statistics.median(v / x for v, x in zip(runs["validate"], runs["write"], strict=True))
-    line = (
-        f"rows={n}: write {w:.0f} ms, validate {val:.0f} ms, validated write {vw:.0f} ms "
-        f"(+{100 * (vw - w) / w:.0f} %; validate alone = {100 * share:.0f} % of the write, median of rounds)"
-    )
+    figures: dict[str, float] = {
+        "rows": n,
+        "write_ms": round(w),
+        "validate_ms": round(val),
+        "validated_write_ms": round(vw),
+        "validated_write_overhead_pct": round(100 * (vw - w) / w),
+        "validate_share_of_write_pct": round(100 * share),
+    }
     if gx:
         derived = SUITES[table].derived
         prepared = frames[0].where("_error IS NULL").withColumns({c: f() for c, f in derived.items()})
         g = _median_ms(lambda _i: validator.run_gx(prepared, table=table, now=now), max(2, repeats // 2))
-        line += f", full GX run {g:.0f} ms"
-    return line
+        figures["full_gx_ms"] = round(g)
+    return figures
+
+
+def _spark(master: str | None = None) -> SparkSession:
+    from lake.session import SparkSettings, build_spark
+
+    cores = os.cpu_count() or 2
+    return build_spark(
+        SparkSettings(
+            master=master or f"local[{cores}]",
+            app_name="cryptolake-bench-quality",
+            shuffle_partitions=cores,
+            driver_memory="2g",
+        )
+    )
+
+
+def run(*, quick: bool = False) -> dict[str, float | int | str]:
+    """``make bench``'s figures: 1,000- and 10,000-row batches, 5 rounds (quick: 1,000 rows, 2)."""
+    sizes, repeats = ((1000,), 2) if quick else ((1000, 10_000), 5)
+    spark = _spark()
+    out: dict[str, float | int | str] = {
+        "batch": "silver.trades-shaped, 20 markets, 2 % bad rows; median of warm rounds",
+        "rounds": repeats,
+    }
+    try:
+        for figures in run_bench(spark, sizes=sizes, repeats=repeats):
+            print(f"   {describe(figures)}", flush=True)
+            n = int(figures["rows"])
+            out |= {f"rows_{n}_{k}": v for k, v in figures.items() if k != "rows"}
+    finally:
+        spark.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.bench.quality``: the figures of each batch size, one line each."""
+    from lake.config import ConfigError, load_section, read_yaml
+    from lake.session import build_spark
+    from lake.settings import load_runtime
+
+    parser = argparse.ArgumentParser(prog="python -m infra.bench.quality", description=__doc__)
+    parser.add_argument("--config", help="YAML config (sections spark:, expectations:); env wins")
+    parser.add_argument("--master", help="Spark master, e.g. local[2]")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gx", action="store_true", help="also time the full GX validation")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = read_yaml(args.config)
+        settings = load_section(DqSettings, "expectations", config=config)
+        runtime = load_runtime(args.config, spark_overrides={"master": args.master})
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    spark = build_spark(runtime.spark)
+    try:
+        for figures in run_bench(spark, sizes=args.rows, repeats=args.repeats, settings=settings, gx=args.gx):
+            print(describe(figures), flush=True)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,10 @@
 """Replay benchmark: one extractor process fed Binance frames as fast as it reads them.
 
-``extractors/bench.py`` feeds the extractor from the simulator, whose trade generation (Python,
+:mod:`infra.bench.extractor` feeds the extractor from the simulator, whose trade generation (Python,
 ground truth kept) runs out of CPU before the extractor does on a 2-core machine; this one
 measures the extractor's own ceiling, the method of issue 18:
 
-- a **replay server** (``python -m extractors.bench_replay serve``, its own process) speaks
+- a **replay server** (``python -m infra.bench.replay serve``, its own process) speaks
   Binance's combined-stream protocol (SUBSCRIBE acks, ``{"stream":..,"data":..}`` frames, no
   compression, like the real endpoint): for every subscribed market it sends ``@trade`` frames
   (consecutive ids, so trade tracking sees no gap) interleaved with ``@bookTicker`` frames, either
@@ -19,7 +19,7 @@ measures the extractor's own ceiling, the method of issue 18:
 Figures: websocket frames per CPU-second of the extractor process (user + system, from /proc),
 frames/s wall, RSS at the end, and at a paced feed the receive latency of every landed trade
 frame (receive time minus ``T``; the frame is durable at most ``batch_max_age_s`` plus one write
-later). Run ``python -m extractors.bench_replay [--quick] [--rate 2000] [--symbols 50]``.
+later). Run ``python -m infra.bench.replay [--quick] [--rate 2000] [--symbols 50]``.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from extractors.bench import _percentile, start_extractor, trade_latencies_ms
-from infra.procstat import cpu_seconds, free_port, rss_bytes, terminate
+from infra.bench.extractor import _percentile, start_extractor, trade_latencies_ms
+from infra.bench.procstat import cpu_seconds, free_port, rss_bytes, terminate
 
 _FIRST_ID = 10**12  # above any id the simulator's REST serves: no false duplicates
 
@@ -117,7 +117,7 @@ async def _serve(port: int, rate: float) -> None:
 def start_server(rate: float) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extractors.bench_replay", "serve", "--port", str(port), "--rate", str(rate)],
+        [sys.executable, "-m", "infra.bench.replay", "serve", "--port", str(port), "--rate", str(rate)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -191,7 +191,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m extractors.bench_replay", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m infra.bench.replay", description=__doc__)
     p.add_argument("command", nargs="?", default="bench", choices=("bench", "serve"))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--rate", type=float, default=2000.0, help="serve: trades/s (0: as fast as read)")

@@ -1,8 +1,8 @@
-"""``make bench``: run every component's benchmark, print the figures, write them to a JSON file.
+"""``make bench`` (``python -m infra.bench``): run every benchmark, print the figures, write them to JSON.
 
-Each component exposes ``run(**options) -> dict[str, float | int | str]`` in its own ``bench``
-module; this runner only sequences them, so a benchmark lives next to the code it measures.
-Figures are measurements, not assertions: nothing here fails on a slow machine.
+Each benchmark is a module of :mod:`infra.bench` with ``run(*, quick: bool) -> dict`` of figures;
+this runner only sequences them (``--only NAME`` selects, ``--quick`` is a smoke run). Figures are
+measurements, not assertions: nothing here fails on a slow machine.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ logger = logging.getLogger(__name__)
 
 #: (name, module with a ``run`` function); run in this order.
 BENCHMARKS: tuple[tuple[str, str], ...] = (
-    ("simulator", "infra.exchange_sim.bench"),
-    ("extractor", "extractors.bench"),
-    ("silver", "spark_jobs.bench"),
-    ("live", "spark_jobs.bench_live"),
+    ("simulator", "infra.bench.simulator"),
+    ("extractor", "infra.bench.extractor"),
+    ("silver", "infra.bench.silver"),
+    ("gold", "infra.bench.gold"),
+    ("quality", "infra.bench.quality"),
+    ("serve", "infra.bench.serve"),
+    ("live", "infra.bench.live"),
 )
 
 

@@ -1,5 +1,7 @@
 """Replay: re-validate a table's quarantined rows with the current suite, re-insert those that pass.
 
+    python -m spark_jobs.dq_replay --table silver.trades [--config cryptolake.yaml] [--master local[2]]
+
 After a suite is fixed (a bound too tight, a symbol pattern too narrow), the rows it rejected are
 still in ``silver.quarantine`` (``reason`` ``expectation:...``, the row as JSON). :func:`replay`
 reads them back with the table's schema, validates them like a micro-batch and inserts the rows
@@ -12,11 +14,16 @@ that now pass with an insert-only MERGE on the table's natural key, so:
 Rows the *parser* rejected (other reasons) are not replayed: their JSON holds what could be
 parsed, not the frame; re-run silver from bronze for those. Priced silver tables get their USDT
 columns from ``silver.usdt_rates`` (as a standalone silver job prices them).
+
+It lives in ``spark_jobs`` (not ``expectations``) because it writes silver with silver's pricing:
+the suites and the validator sit a layer below the Spark jobs, which call them on every batch.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -116,3 +123,36 @@ def _inserted_since(spark: SparkSession, lake: Lake, table_name: str, version: i
     if last is None or last["version"] <= version or last["operation"] != "MERGE":
         return 0
     return int((last["operationMetrics"] or {}).get("numTargetRowsInserted", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spark_jobs.dq_replay --table <name>``: replay one table, print what it did."""
+    from expectations.suites import SUITES
+    from lake.config import ConfigError, load_section, read_yaml
+    from lake.session import build_spark
+    from lake.settings import load_runtime
+
+    parser = argparse.ArgumentParser(prog="python -m spark_jobs.dq_replay", description=__doc__)
+    parser.add_argument("--config", help="YAML config (sections lake:, spark:, expectations:); env wins")
+    parser.add_argument("--master", help="Spark master, e.g. local[2]")
+    parser.add_argument("--table", required=True, choices=sorted(SUITES))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = read_yaml(args.config)
+        settings = load_section(DqSettings, "expectations", config=config)
+        runtime = load_runtime(args.config, spark_overrides={"master": args.master})
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    spark = build_spark(runtime.spark)
+    report = replay(spark, lake=runtime.lake, table_name=args.table, settings=settings)
+    print(
+        f"{report.table}: {report.examined} quarantined rows re-validated, {report.passing} pass now, "
+        f"{report.inserted} inserted"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ in gold at the first commit whose bar holds at least k trades. Exact when a bar'
 silver in event order; a late trade is timed by the commit that raised the count past its rank.
 
     python -m infra.bench --only live [--quick]                 # 5 minutes (quick: 1.5) at the default load
-    python -m spark_jobs.bench_live --minutes 30 --rate 400     # longer, or another load (headroom)
+    python -m infra.bench.live --minutes 30 --rate 400     # longer, or another load (headroom)
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spark_jobs.bench_live", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.bench.live", description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5)")
     parser.add_argument("--rate", type=float, default=200.0, help="trades/s per exchange (default 200)")
     parser.add_argument("--symbols", type=int, default=50, help="markets per exchange (default 50)")
