@@ -98,7 +98,7 @@ def rollup_views(engine: Engine) -> dict[str, str]:
     return {f"gold.ohlcv_{grain}": ROLLUP_SQL.format(bucket=b[engine]) for grain, b in _BUCKETS.items()}
 
 
-# --- the example queries (docs/gold.md; timed by spark_jobs.bench_gold in both engines) ------
+# --- the example queries (docs/gold.md; timed by infra.bench.gold in both engines) ------------
 
 #: Five questions users ask, in SQL both engines run unchanged. ``{symbol}``/``{base}`` are filled
 #: by the caller (e.g. BTC-USDT, BTC).
