@@ -7,8 +7,9 @@ of each kind is dropped), median of ``repeats``:
 
 * ``write``: ``write_priced_batch`` alone (quarantine, dedupe, price, append to a fresh lake);
 * ``validate``: :meth:`Validator.validate` (flag, persist, one counting job);
-* ``validated write``: validate, append ``bad`` to ``silver.quarantine``, ``write_priced_batch``
-  of ``good``, :func:`record` (append) to ``gold.dq_results``: what the pipeline would do;
+* ``validated write``: ``write_priced_batch`` with the validator (flag, verdicts counted from the
+  writer's own key collect, quarantine append, write) and :func:`record` (append) to
+  ``gold.dq_results``: what the pipeline does;
 * ``gx``: the full GX validation of the same batch (``--gx``).
 
     python -m infra.bench --only quality [--quick]       # make bench: 1,000 and 10,000 rows (quick: 1,000)
@@ -122,7 +123,7 @@ def describe(figures: dict[str, float]) -> str:
 def _bench_size(
     spark: SparkSession, validator: Validator, *, n: int, repeats: int, gx: bool, tmp: Path
 ) -> dict[str, float]:
-    from spark_jobs.runtime import SilverSettings, write_quarantine
+    from spark_jobs.runtime import SilverSettings
     from spark_jobs.silver import KeyIndex, write_priced_batch
     from spark_jobs.silver_trades import JOB
     from spark_jobs.usdt import RateBook
@@ -158,23 +159,20 @@ def _bench_size(
         validator.validate(frames[i], table=table, batch_id=i, now=now, run_gx=False).release()
 
     def validated_write(i: int) -> None:
-        v = validator.validate(frames[i + repeats + 1], table=table, batch_id=i, now=now, run_gx=False)
-        try:
-            if v.quarantined:
-                write_quarantine(v.bad, lake=checked, app_id="bench-v-dq", version=i)
-            write_priced_batch(
-                v.good,
-                target=JOB.target,
-                lake=checked,
-                settings=silver,
-                app_id="bench-v",
-                batch_id=i,
-                book=vbook,
-                index=vindex,
-            )
-            record(spark, [v], lake=checked, app_id="bench-v-results", version=i)
-        finally:
-            v.release()
+        # What the silver writers do: validation rides on the writer's key collect.
+        written = write_priced_batch(
+            frames[i + repeats + 1],
+            target=JOB.target,
+            lake=checked,
+            settings=silver,
+            app_id="bench-v",
+            batch_id=i,
+            book=vbook,
+            index=vindex,
+            validator=validator,
+        )
+        assert written.validated is not None and written.validated.engine == "spark"
+        record(spark, [written.validated], lake=checked, app_id="bench-v-results", version=i)
 
     # Interleaved, so a machine whose load changes (a shared one) weighs on the three alike.
     runs: dict[str, list[float]] = {"write": [], "validate": [], "validated": []}
