@@ -8,21 +8,49 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import DataType, StructField, StructType
 
 from lake.tables import BRONZE_RAW_EVENTS
+from spark_jobs.silver_markets import latest_markets
 
 T0_NS = 1767225600_000_000_000  # 2026-01-01T00:00:00Z
+MS = 1_000_000
+T0_MS = T0_NS // MS
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def frames(exchange: str, name: str) -> list[str]:
+    """The documented-shape frames of ``tests/fixtures/<exchange>/<name>.jsonl``, one per line."""
+    return (FIXTURES / exchange / f"{name}.jsonl").read_text().splitlines()
 
 
 def ts(ns: int) -> datetime:
     """A naive UTC datetime as Spark returns timestamps in a UTC session (microsecond precision)."""
     return datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=UTC).replace(tzinfo=None)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def utc_us(us: int) -> datetime:
+    """Epoch microseconds as a naive UTC datetime, in integer arithmetic only."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def at_ns(ns: int) -> datetime:
+    """Epoch nanoseconds as a naive UTC datetime, truncated to the microsecond (integer arithmetic)."""
+    return utc_us(ns // 1000)
+
+
+def schema_of(*fields: tuple[str, DataType]) -> StructType:
+    """A schema of nullable fields, for expected rows built inline."""
+    return StructType([StructField(name, dtype, True) for name, dtype in fields])
 
 
 def q(value: Decimal, places: int = 18) -> Decimal:
@@ -127,3 +155,8 @@ def discovery_envelopes(recv_ns: int = T0_NS - 5_000_000_000) -> list[dict[str, 
         envelope("coinbase", "markets", COINBASE_PRODUCTS, recv_ns=recv_ns, source="rest",
                  stream="/products", conn_id="disc-c"),
     ]  # fmt: skip
+
+
+def markets_df(spark: SparkSession) -> DataFrame:
+    """``silver.markets`` rows of :func:`discovery_envelopes` (what the jobs' normalization joins)."""
+    return latest_markets(bronze_df(spark, discovery_envelopes()))

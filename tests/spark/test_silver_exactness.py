@@ -1,5 +1,6 @@
 """Exactness of silver rows on recorded-frame shapes (issue 11): receive times to the microsecond,
-every same-time ticker state kept with the latest one winning a key, L1 quotes from tickers.
+every same-time ticker state kept with the latest one winning a key. (Parsing tickers into L1
+quotes is tested with each exchange, in ``tests/spark/parsers/``.)
 
 Decimals are compared exactly (chispa's whole-DataFrame equality compares ``Decimal`` values, and
 the texts are checked where the scale matters); timestamps come from integer arithmetic.
@@ -7,66 +8,42 @@ the texts are checked where the scale matters); timestamps come from integer ari
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal as D
-from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    DateType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
+from pyspark.sql.types import DateType, LongType, StringType, TimestampType
 
 from lake.tables import PRICE, SILVER_TICKERS, Lake
-from spark_jobs import silver_l1, silver_markets
+from spark_jobs import silver_markets
 from spark_jobs.bronze_ingest import envelopes_to_bronze
 from spark_jobs.columns import recv_ts, ts_from_ns
 from spark_jobs.parsers import parse_l1, parse_trades
 from spark_jobs.runtime import SilverSettings
 from spark_jobs.silver import dedupe_first
-from spark_jobs.silver_l1 import JOB as L1_JOB
-from spark_jobs.silver_markets import latest_markets
 from spark_jobs.silver_tickers import JOB as TICKERS_JOB
-from tests.spark.envelopes import T0_NS, bronze_df, discovery_envelopes, envelope
+from tests.spark.envelopes import (
+    MS,
+    T0_MS,
+    T0_NS,
+    at_ns,
+    bronze_df,
+    discovery_envelopes,
+    envelope,
+    frames,
+    markets_df,
+    schema_of,
+    utc_us,
+)
 
 pytestmark = pytest.mark.spark
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-MS = 1_000_000
-T0_MS = T0_NS // MS
-_EPOCH = datetime(1970, 1, 1)
 
 #: Nanosecond receive times whose last digits a double cannot carry: ``floor(ns / 1000.0)`` gives
 #: the next microsecond for the last three (and the next day for the last one).
 ODD_NS = (1700000000123456789, 1700000000123456999, 1767225600000000999, 1767225599999999999)
-
-
-def utc_us(us: int) -> datetime:
-    """Epoch microseconds as a naive UTC datetime, in integer arithmetic only."""
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def at_ns(ns: int) -> datetime:
-    return utc_us(ns // 1000)
-
-
-def frames(exchange: str, name: str) -> list[str]:
-    return (FIXTURES / exchange / f"{name}.jsonl").read_text().splitlines()
-
-
-def _markets(spark: SparkSession) -> DataFrame:
-    return latest_markets(bronze_df(spark, discovery_envelopes()))
-
-
-def _schema(*fields: tuple[str, object]) -> StructType:
-    return StructType([StructField(name, dtype, True) for name, dtype in fields])  # type: ignore[arg-type]
 
 
 # --- receive times ----------------------------------------------------------------------------
@@ -80,7 +57,7 @@ def test_nanosecond_times_become_the_exact_microsecond_not_a_rounded_double(spar
         ts_from_ns(F.col("recv_ts_ns").cast("string")).alias("from_text"),
         ts_from_ns(F.col("recv_ts_ns")).alias("from_number"),
     )
-    schema = _schema(
+    schema = schema_of(
         ("recv_ts_ns", LongType()),
         ("recv_ts", TimestampType()),
         ("from_text", TimestampType()),
@@ -104,7 +81,7 @@ def test_receive_time_digits_survive_into_bronze_dates_trades_and_binance_l1_key
     )
     bronze = envelopes_to_bronze(lines).select("recv_ts_ns", "recv_date")
     expected_bronze = spark.createDataFrame(
-        [(midnight, at_ns(midnight).date())], _schema(("recv_ts_ns", LongType()), ("recv_date", DateType()))
+        [(midnight, at_ns(midnight).date())], schema_of(("recv_ts_ns", LongType()), ("recv_date", DateType()))
     )
     assert at_ns(midnight).date().isoformat() == "2025-12-31"
     assert_df_equality(bronze, expected_bronze, ignore_nullable=True)
@@ -119,7 +96,9 @@ def test_receive_time_digits_survive_into_bronze_dates_trades_and_binance_l1_key
             "type": "match", "time": str(ODD_NS[1])}}, recv_ns=ODD_NS[1]),
     ])  # fmt: skip
     got_trades = parse_trades(trades).select("trade_id", "event_ts", "recv_ts").orderBy("trade_id")
-    schema = _schema(("trade_id", StringType()), ("event_ts", TimestampType()), ("recv_ts", TimestampType()))
+    schema = schema_of(
+        ("trade_id", StringType()), ("event_ts", TimestampType()), ("recv_ts", TimestampType())
+    )
     expected_trades = spark.createDataFrame(
         [("7", at_ns(T0_NS), at_ns(r)), ("9", at_ns(ODD_NS[1]), at_ns(ODD_NS[1]))], schema
     )
@@ -129,7 +108,7 @@ def test_receive_time_digits_survive_into_bronze_dates_trades_and_binance_l1_key
     book = bronze_df(spark, [envelope("binance", "l1", {"u": 5120938471, "s": "BTCUSDT", "b": "94210.01",
         "B": "1.204", "a": "94210.02", "A": "0.0311"}, recv_ns=r)])  # fmt: skip
     got_l1 = parse_l1(book).select("sequence", "event_ts", "recv_ts")
-    schema = _schema(("sequence", LongType()), ("event_ts", TimestampType()), ("recv_ts", TimestampType()))
+    schema = schema_of(("sequence", LongType()), ("event_ts", TimestampType()), ("recv_ts", TimestampType()))
     expected_l1 = spark.createDataFrame([(5120938471, at_ns(r), at_ns(r))], schema)
     assert_df_equality(got_l1, expected_l1, ignore_nullable=True)
 
@@ -174,7 +153,7 @@ _TICKER_VIEW = (
 
 def _expected_tickers(spark: SparkSession) -> DataFrame:
     sweep_ts = utc_us(T0_NS // 1000 + 1_250_000)
-    schema = _schema(
+    schema = schema_of(
         ("exchange", StringType()),
         ("symbol", StringType()),
         ("sequence", LongType()),
@@ -204,7 +183,7 @@ def test_same_time_tickers_are_each_a_row_and_a_shared_key_keeps_the_latest_stat
     spark: SparkSession,
 ) -> None:
     assert SILVER_TICKERS.key == ("exchange", "symbol", "event_ts", "sequence")
-    rows = bronze_df(spark, _ticker_envelopes()).transform(TICKERS_JOB.normalize(_markets(spark)))
+    rows = bronze_df(spark, _ticker_envelopes()).transform(TICKERS_JOB.normalize(markets_df(spark)))
     assert rows.where("_error IS NOT NULL").count() == 0
     target = TICKERS_JOB.target
     kept = dedupe_first(rows, target.key, target.order()).select(*_TICKER_VIEW)
@@ -226,91 +205,3 @@ def test_same_time_tickers_all_reach_silver_tickers_and_replays_add_nothing(
         _expected_tickers(spark),
         ignore_nullable=True,
     )
-
-
-# --- L1 quotes derived from tickers ------------------------------------------------------------
-
-
-_L1_SCHEMA = _schema(
-    ("exchange", StringType()),
-    ("native_symbol", StringType()),
-    ("bid_price", PRICE),
-    ("bid_size", PRICE),
-    ("ask_price", PRICE),
-    ("ask_size", PRICE),
-    ("sequence", LongType()),
-    ("event_ts", TimestampType()),
-    ("recv_ts", TimestampType()),
-    ("source_channel", StringType()),
-    ("_error", StringType()),
-)
-
-
-def test_coinbase_and_kucoin_tickers_become_l1_quotes_recorded_as_from_the_ticker(
-    spark: SparkSession,
-) -> None:
-    assert silver_l1.CHANNELS == ("l1", "ticker")
-    r = T0_NS + 7_000_999
-    envs = [
-        # Documented shapes: full ticker, the sparse first one (no time, no sizes), one with no book.
-        *[envelope("coinbase", "ticker", t, recv_ns=r + i, stream="ticker", conn_seq=i)
-          for i, t in enumerate(frames("coinbase", "ticker"))],
-        *[envelope("kucoin", "ticker", t, recv_ns=r + 10 + i, conn_seq=i)
-          for i, t in enumerate(frames("kucoin", "ticker"))],
-        # Binance mini tickers carry no book: no quote, and no quarantine row either.
-        *[envelope("binance", "ticker", t, recv_ns=r + 20 + i, conn_seq=i)
-          for i, t in enumerate(frames("binance", "ticker"))],
-        envelope("kucoin", "l1", frames("kucoin", "l1")[0], recv_ns=r + 30),
-        # A crossed best bid/ask on a ticker is a bad quote like any other.
-        envelope("coinbase", "ticker", {"type": "ticker", "sequence": 112233445567, "product_id": "BTC-USD",
-            "price": "94210.01", "best_bid": "94210.02", "best_bid_size": "0.1", "best_ask": "94210.01",
-            "best_ask_size": "0.2", "time": "2026-01-01T00:00:00.512345Z"}, recv_ns=r + 40),
-    ]  # fmt: skip
-    got = (
-        parse_l1(bronze_df(spark, envs))
-        .drop("_raw")
-        .orderBy("exchange", "native_symbol", "source_channel", "sequence")
-    )
-    t0_us = T0_NS // 1000
-    expected = spark.createDataFrame(
-        [
-            ("coinbase", "BTC-USD", D("94210.00"), D("0.41"), D("94210.01"), D("0.025"), 112233445566,
-             utc_us(t0_us + 412_345), at_ns(r), "ticker", None),
-            ("coinbase", "BTC-USD", D("94210.02"), D("0.1"), D("94210.01"), D("0.2"), 112233445567,
-             utc_us(t0_us + 512_345), at_ns(r + 40), "ticker", "crossed_book"),
-            ("coinbase", "ETH-USD", D("3120.55"), None, D("3120.56"), None, 1, at_ns(r + 1), at_ns(r + 1),
-             "ticker", None),
-            ("kucoin", "BTC-USDT", D("94209.9"), D("1.07"), D("94210"), D("0.51"), None,
-             utc_us(t0_us + 803_000), at_ns(r + 30), "l1", None),
-            ("kucoin", "BTC-USDT", D("94209.9"), None, D("94210"), None, 1, utc_us(t0_us + 789_000),
-             at_ns(r + 11), "ticker", None),
-            ("kucoin", "ETH-USDT", D("3120.55"), D("0.72"), D("3120.56"), D("4.1"), 21874411923,
-             utc_us(t0_us + 789_000), at_ns(r + 10), "ticker", None),
-        ],
-        _L1_SCHEMA,
-    )  # fmt: skip
-    assert_df_equality(got, expected, ignore_nullable=True)
-    assert str(got.first()["bid_price"]) == "94210.000000000000000000"  # type: ignore[index]
-
-    # Through the job's normalization: the canonical symbol, spread and the recorded source.
-    quotes = bronze_df(spark, envs).transform(L1_JOB.normalize(_markets(spark)))
-    btc = quotes.where("exchange = 'coinbase' AND _error IS NULL AND symbol = 'BTC-USD'").select(
-        "symbol", "sequence", "source_channel", "spread_bps"
-    )
-    mid = (D("94210.00") + D("94210.01")) / 2
-    spread = ((D("0.01") * 10000) / mid).quantize(D("1e-6"))
-    expected_btc = spark.createDataFrame(
-        [("BTC-USD", 112233445566, "ticker", spread)],
-        _schema(
-            ("symbol", StringType()), ("sequence", LongType()), ("source_channel", StringType()),
-            ("spread_bps", quotes.schema["spread_bps"].dataType),
-        ),
-    )  # fmt: skip
-    assert_df_equality(btc, expected_btc, ignore_nullable=True)
-
-
-def test_l1_parser_ignores_other_channels(spark: SparkSession) -> None:
-    trades = bronze_df(
-        spark, [envelope("coinbase", "trades", frames("coinbase", "trades")[0], recv_ns=T0_NS)]
-    )
-    assert parse_l1(trades).collect() == []
