@@ -8,14 +8,15 @@ CONFIG ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+RUN_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup check format test run bench clean
+.PHONY: help setup check format test run demo bench clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: ## Install everything: venv + package (editable, dev extras) + JVM jars (cached; 2nd run takes seconds)
+setup: ## Install: venv + package (editable, dev extras) + Spark jars (cached); Kafka/MinIO only when asked (docs/run.md)
 	@bash infra/setup.sh
 
 check: setup ## Lint, type-check, import layering (ruff, ruff format --check, mypy, infra.check_imports)
@@ -29,10 +30,15 @@ format: setup ## Apply ruff fixes and formatting
 	$(PY) -m ruff format .
 
 test: export CRYPTOLAKE_SETUP_CHROMIUM = 1
+test: export CRYPTOLAKE_SETUP_SERVICES = kafka,minio
 test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-run: setup ## Demo: simulator -> extractors -> landing zone -> Spark bronze/silver -> SQL, all local (var/demo)
+run: export CRYPTOLAKE_SETUP_SERVICES = $(if $(filter kafka,$(BUS)),kafka,)
+run: setup ## The live lake until Ctrl-C: extractors -> bus -> Spark -> ./lake, web server (SOURCE=sim|live BUS=kafka LAKE=s3a://..)
+	$(PY) -m infra.run $(CONFIG_ARG) $(RUN_ARGS)
+
+demo: setup ## Self-checking demo: simulator -> extractor 30 s -> Spark backfill -> compare with truth (var/demo)
 	$(PY) -m infra.demo $(DEMO_ARGS)
 
 bench: setup ## Every benchmark (infra/bench/): print figures, write them to bench-results.json (BENCH_ARGS="--only gold --quick")
@@ -54,6 +60,7 @@ sql-server: setup ## Serve the tables over JDBC (Spark Thrift server) on 127.0.0
 ONLY ?=
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
+infra-up: export CRYPTOLAKE_SETUP_SERVICES = $(if $(ONLY),$(ONLY),kafka,minio)
 infra-up: setup ## Start local Kafka (KRaft) and MinIO in the background (ONLY=kafka|minio); state in .cache/services
 	$(PY) -m infra.services up $(ONLY_ARG)
 
@@ -64,7 +71,7 @@ infra-status: ## Show whether local Kafka and MinIO run, with endpoints (python 
 	$(PY) -m infra.services status $(ONLY_ARG)
 
 clean: ## Remove local lake data, checkpoints and caches (keeps .venv and the jars)
-	rm -rf lake-data spark-warehouse .pytest_cache .mypy_cache .ruff_cache
+	rm -rf lake-data lake-sim spark-warehouse .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: serve
 SERVE_ARGS ?=

@@ -66,11 +66,12 @@ else
 fi
 
 # 2. JVM jars: Spark's (Delta, Kafka source/sink, S3A) and the Kafka broker's, in separate folders.
-for profile in spark kafka; do
+fetch_jars() {  # fetch_jars <profile>
+  local profile=$1 jar_stamp staging
   jar_stamp=$STAMPS/jars-$profile-$(hash_of infra/pom.xml infra/maven-settings.xml)
   if [ -f "$jar_stamp" ] && ls "$CACHE/jars/$profile"/*.jar >/dev/null 2>&1; then
     say "jars for $profile up to date ($CACHE/jars/$profile)"
-    continue
+    return
   fi
   say "fetching $profile jars from Maven Central into $CACHE/jars/$profile"
   # Copy into a staging folder and swap it in, so a running Spark or Kafka never sees a half-filled one.
@@ -85,20 +86,33 @@ for profile in spark kafka; do
   rm -rf "$CACHE/jars/$profile.old" "$staging"
   rm -f "$STAMPS"/jars-"$profile"-*
   touch "$jar_stamp"
-done
+}
 
 # 3. MinIO (the local S3 of infra/minio), built once with Go, its documented way: a few minutes.
-MINIO_BIN=$CACHE/bin/minio
-if [ -x "$MINIO_BIN" ]; then
-  say "minio up to date ($MINIO_BIN)"
-else
+build_minio() {
+  local minio_bin=$CACHE/bin/minio
+  if [ -x "$minio_bin" ]; then
+    say "minio up to date ($minio_bin)"
+    return
+  fi
   need go "Go 1.24+ (https://go.dev/dl/, or apt-get install golang); it builds the MinIO server"
   say "building MinIO into $CACHE/bin with 'go install github.com/minio/minio@latest' (takes minutes, once)"
   mkdir -p "$CACHE/bin"
   GOBIN=$CACHE/bin go install github.com/minio/minio@latest \
     || die "'go install github.com/minio/minio@latest' failed (see above): check access to the Go module proxy, then re-run 'make setup'"
-  [ -x "$MINIO_BIN" ] || die "go install finished but $MINIO_BIN is missing: check GOBIN/GOFLAGS, then re-run 'make setup'"
-fi
+  [ -x "$minio_bin" ] || die "go install finished but $minio_bin is missing: check GOBIN/GOFLAGS, then re-run 'make setup'"
+}
+
+# The local Kafka broker and MinIO are needed only by BUS=kafka, s3a:// lakes, `make infra-up` and the
+# integration tests, so they are installed only when asked: CRYPTOLAKE_SETUP_SERVICES=kafka,minio
+# (`make test` and `make infra-up` set it; `make run BUS=kafka` asks for kafka), or
+# `bash infra/setup.sh kafka|minio` runs that step alone.
+if [ "${1:-}" = kafka ]; then fetch_jars kafka; exit 0; fi
+if [ "${1:-}" = minio ]; then build_minio; exit 0; fi
+
+fetch_jars spark
+case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,kafka,*) fetch_jars kafka ;; esac
+case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,minio,*) build_minio ;; esac
 
 # --- web: the page's JavaScript for python -m lake.serve (owned by lake/serve; keep this block apart) ---
 # TradingView's lightweight-charts from npm into the git-ignored .cache/web (served by the server,
