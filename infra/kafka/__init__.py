@@ -2,9 +2,10 @@
 
 This module only describes the broker: its ``server.properties``, the java command lines that
 format its storage and run it, and a readiness check. :mod:`infra.services` runs it in the
-background. The jars come from ``make setup`` (``infra/pom.xml`` profile ``kafka`` into
-``.cache/jars/kafka``, with the SLF4J 2 API and its Log4j 2 binding pinned there so the broker's own
-log is written; without them every broker error is silently dropped).
+background. The jars come, when asked, from ``make infra-up`` or ``bash infra/setup.sh kafka``
+(``infra/pom.xml`` profile ``kafka`` into ``.cache/jars/kafka``, with the SLF4J 2 API and its Log4j 2
+binding pinned there so the broker's own log is written; without them every broker error is
+silently dropped).
 
 Defaults suit one node and one partition: replication factor 1 for every internal topic, topics
 auto-created on first use, no initial rebalance delay for consumer groups.
@@ -56,10 +57,13 @@ def java_binary() -> str:
 def classpath(*, jars_dir: Path = JARS_DIR) -> str:
     """The broker's class path (the jars of the pom's ``kafka`` profile, logging binding included)."""
     if not any(jars_dir.glob("kafka_2.13-*.jar")):
-        raise KafkaSetupError(f"no kafka_2.13-*.jar in {jars_dir}: run `make setup` to fetch the broker jars")
+        raise KafkaSetupError(
+            f"no kafka_2.13-*.jar in {jars_dir}: run `bash infra/setup.sh kafka` to fetch the broker jars"
+        )
     if not any(jars_dir.glob("log4j-slf4j2-impl-*.jar")):
         raise KafkaSetupError(
-            f"no log4j-slf4j2-impl jar in {jars_dir}: run `make setup` to fetch the broker's logging binding"
+            f"no log4j-slf4j2-impl jar in {jars_dir}: "
+            "run `bash infra/setup.sh kafka` to fetch the broker's logging binding"
         )
     return f"{jars_dir}/*"
 

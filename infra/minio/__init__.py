@@ -1,7 +1,8 @@
 """MinIO, the local S3: its command line, credentials, readiness, buckets, and S3A for Spark.
 
-The server binary is built once by ``make setup`` (``go install github.com/minio/minio@latest``
-into ``.cache/bin``); :mod:`infra.services` runs it in the background on 127.0.0.1.
+The server binary is built once, when asked (``make infra-up``, ``make test`` or
+``bash infra/setup.sh minio``: ``go install github.com/minio/minio@latest`` into ``.cache/bin``);
+:mod:`infra.services` runs it in the background on 127.0.0.1.
 
 Credentials never have a default in code: they come from ``CRYPTOLAKE_MINIO_ROOT_USER`` /
 ``CRYPTOLAKE_MINIO_ROOT_PASSWORD`` or MinIO's own ``MINIO_ROOT_USER`` / ``MINIO_ROOT_PASSWORD``;
@@ -50,7 +51,8 @@ class Credentials:
 def binary(path: Path = MINIO_BINARY) -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise MinioSetupError(
-            f"no MinIO server at {path}: run `make setup` (it builds MinIO with Go into .cache/bin)"
+            f"no MinIO server at {path}: run `make infra-up` or `bash infra/setup.sh minio` "
+            "(builds MinIO with Go into .cache/bin)"
         )
     return path
 
