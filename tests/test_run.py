@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.run.plan import build_plan, layout, sim_urls, sql_hints
+from infra.run.plan import ChildSpec, Plan, build_plan, layout, sim_urls, sql_hints
 from infra.run.policy import GiveUp, Restart, RestartPolicy
 from infra.run.source import decide
 from infra.run.status import (
@@ -27,7 +27,9 @@ from infra.run.status import (
     TableStatus,
     format_status_line,
     parse_metrics,
+    render,
 )
+from infra.run.supervisor import Options, Supervisor
 from tests.conftest import seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,6 +193,65 @@ def test_the_status_line_is_one_line_of_key_values() -> None:
         "silver.trades.rows=1234 silver.trades.commit_age_s=2.0 silver.trades.behind_s=31.6 "
         "batches=3 batch_last_s=4.2 batch_p50_s=5.0 dq_pass=99.88%"
     )
+
+
+def test_the_terminal_view_shows_every_child_exchange_and_table() -> None:
+    from rich.console import Console
+
+    snap = Snapshot(
+        uptime_s=1.0,
+        source="live",
+        bus="kafka",
+        lake_root="/x/lake-data",
+        serve_url="http://127.0.0.1:8321/",
+        children=[ChildStatus("spark", "restarting", restarts=2, note="exit code 1")],
+        exchanges=[ExchangeStatus("kucoin", frames_per_s=3.0)],
+        tables=[TableStatus("gold.ohlcv_1m"), TableStatus("silver.trades", rows=12_345, version=9)],
+    )
+    console = Console(width=150, record=True)
+    console.print(render(snap))
+    text = console.export_text()
+    for expected in ("spark", "restarting", "exit code 1", "kucoin", "gold.ohlcv_1m", "not yet", "12,345"):
+        assert expected in text
+
+
+# --- the supervisor, with stand-in children ---------------------------------------------------
+
+
+def test_a_child_that_keeps_dying_is_reported_with_its_last_lines_and_the_run_stops(tmp_path: Path) -> None:
+    where = layout(workdir=tmp_path, source="sim", lake=None)
+    plan = Plan(
+        layout=where,
+        children=(
+            ChildSpec(
+                name="extractor",
+                argv=(sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"),
+            ),
+            ChildSpec(
+                name="server", argv=(sys.executable, "-c", "import time; time.sleep(60)"), stop_timeout_s=5
+            ),
+        ),
+        serve_url="http://127.0.0.1:1/",
+        metrics_url="http://127.0.0.1:1/metrics",
+        env={"CRYPTOLAKE_EXTRACTORS_EXCHANGES": "binance"},
+    )
+    out: list[str] = []
+    supervisor = Supervisor(
+        plan,
+        Options(source="sim", bus="landing", interactive=False, status_every_s=0.2, tick_s=0.05),
+        policy_factory=lambda: RestartPolicy(initial_s=0.05, cap_s=0.1, max_failures=3, window_s=60),
+        out=out.append,
+    )
+    started = time.monotonic()
+    assert supervisor.run() == 1
+    assert time.monotonic() - started < seconds(20)
+    text = "\n".join(out)
+    assert len(re.findall(r"extractor exited \(exit code 3\) after \d+ s; restarting in", text)) == 2
+    assert "extractor died 3 times within 60 s (last: exit code 3" in text and "giving up" in text
+    assert "    boom: bad config" in text  # its last log lines
+    assert "stopped server: ended on SIGTERM" in text or "stopped server: exit code" in text
+    assert "extractor=restarting/restarts:" in text or "extractor=running/restarts:" in text
+    assert (where.logs / "extractor.log").read_text().count("=== ") == 3  # one header per start
 
 
 # --- end to end -------------------------------------------------------------------------------
