@@ -118,16 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        from lake.config import load_section, read_yaml
         from lake.session import SparkSettings
         from lake.sql import storage_options as delta_storage_options
 
-        spark = SparkSettings(
-            s3_endpoint=s3_env.get("CRYPTOLAKE_SPARK_S3_ENDPOINT")
-            or os.environ.get("CRYPTOLAKE_SPARK_S3_ENDPOINT"),
-            s3_access_key=s3_env.get("CRYPTOLAKE_SPARK_S3_ACCESS_KEY")
-            or os.environ.get("CRYPTOLAKE_SPARK_S3_ACCESS_KEY"),
-            s3_secret_key=s3_env.get("CRYPTOLAKE_SPARK_S3_SECRET_KEY")
-            or os.environ.get("CRYPTOLAKE_SPARK_S3_SECRET_KEY"),
+        # The same settings the children read: the config file, the environment, MinIO's keys.
+        spark = load_section(
+            SparkSettings, "spark", config=read_yaml(args.config), environ={**os.environ, **s3_env}
         )
         storage_options = delta_storage_options(spark)
 
