@@ -99,8 +99,8 @@ build_minio() {
   say "building MinIO into $CACHE/bin with 'go install github.com/minio/minio@latest' (takes minutes, once)"
   mkdir -p "$CACHE/bin"
   GOBIN=$CACHE/bin go install github.com/minio/minio@latest \
-    || die "'go install github.com/minio/minio@latest' failed (see above): check access to the Go module proxy, then re-run 'make setup'"
-  [ -x "$minio_bin" ] || die "go install finished but $minio_bin is missing: check GOBIN/GOFLAGS, then re-run 'make setup'"
+    || die "'go install github.com/minio/minio@latest' failed (see above): check access to the Go module proxy, then re-run 'bash infra/setup.sh minio'"
+  [ -x "$minio_bin" ] || die "go install finished but $minio_bin is missing: check GOBIN/GOFLAGS, then re-run 'bash infra/setup.sh minio'"
 }
 
 # The local Kafka broker and MinIO are needed only by BUS=kafka, s3a:// lakes, `make infra-up` and the
