@@ -401,9 +401,14 @@ def run(
         return timings
     if bronze is not None and jobs is None:
         live = start_live(spark, lake=lake, bronze=bronze, silver=silver)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            live.query.awaitTermination(None if timeout_s is None else max(1, round(timeout_s)))
+            _polling_stop.set()  # a signal now only asks for the stop (see _interrupt)
+            while not live.query.awaitTermination(1):
+                if _stop_requested.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    break
         finally:
+            _polling_stop.clear()
             live.stop()
         if live.query.exception() is not None:
             raise RuntimeError(f"query {live.query.name} failed: {live.query.exception()}")
@@ -418,8 +423,18 @@ def run(
     return timings
 
 
+#: Set by SIGINT/SIGTERM; the live loop of :func:`run` polls it between short waits.
+_stop_requested = threading.Event()
+#: Set while that loop polls: a signal must then not raise inside a py4j call. (Raising there
+#: closes the driver's gateway connection mid-call, and the running micro-batch, whose
+#: ``foreachBatch`` talks to the JVM from other threads, can fail instead of committing.)
+_polling_stop = threading.Event()
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    _stop_requested.set()
+    if not _polling_stop.is_set():
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,10 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C: at a batch boundary
+    # Ctrl-C and SIGTERM stop at a batch boundary (instead of PySpark's SIGINT handler, which
+    # cancels the running jobs).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         timings = run(spark, lake=ctx.lake, bronze=None if args.skip_bronze else bronze, silver=ctx.settings)
     except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 0
+    if _stop_requested.is_set():
         print("stopped", file=sys.stderr)
         return 0
     for name, seconds in timings.items():
