@@ -35,7 +35,7 @@ test: setup check ## setup + check + the whole test suite (unit, Spark, integrat
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: export CRYPTOLAKE_SETUP_SERVICES = $(if $(filter kafka,$(BUS)),kafka,)
-run: setup ## The live lake until Ctrl-C: extractors -> bus -> Spark -> ./lake, web server (SOURCE=sim|live BUS=kafka LAKE=s3a://..)
+run: setup ## The live lake until Ctrl-C: extractors -> bus -> Spark -> ./lake-data + web server (SOURCE=sim|live BUS=kafka LAKE=s3a://..)
 	$(PY) -m infra.run $(CONFIG_ARG) $(RUN_ARGS)
 
 demo: setup ## Self-checking demo: simulator -> extractor 30 s -> Spark backfill -> compare with truth (var/demo)
