@@ -1,4 +1,4 @@
-"""``make run``: the whole pipeline on one machine, against the local exchange simulator.
+"""``make demo``: the whole pipeline once, on one machine, against the local exchange simulator.
 
 1. starts the exchange simulator (Binance, KuCoin, Coinbase) with a ground-truth log;
 2. runs one extractor process (``python -m extractors run``) into a local landing zone for a while,
@@ -7,7 +7,8 @@
 4. queries the silver tables with SQL and compares the trades with the simulator's ground truth.
 
 Everything lives under ``--workdir`` (default ``var/demo``), so a second run starts from scratch.
-Point the same commands at real exchanges, Kafka, S3 or a cluster by configuration (README).
+Point the same commands at real exchanges, Kafka, S3 or a cluster by configuration (README);
+``make run`` (:mod:`infra.run`) is the live, supervised pipeline.
 """
 
 from __future__ import annotations
