@@ -91,10 +91,10 @@ class Child:
         if self._log is not None:
             self._log.close()
         self._log = self.log_path.open("ab")
-        self._log_offset = self._log.tell()
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._log.write(f"=== {stamp} start #{self.starts + 1}: {self.spec.command_line()}\n".encode())
         self._log.flush()
+        self._log_offset = self._log.tell()
         self.proc = subprocess.Popen(
             self.spec.argv,
             env=self.env,
@@ -205,10 +205,9 @@ class Supervisor:
 
     # --- events -----------------------------------------------------------------------------
 
-    def say(self, message: str) -> None:
+    def say(self, message: str, *, stamp: bool = True) -> None:
         """An event: to the terminal (above the live view) and to ``_run/supervisor.log``."""
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        line = f"[run {stamp}] {message}"
+        line = f"[run {datetime.now(UTC).strftime('%H:%M:%S')}] {message}" if stamp else message
         self._print(line)
         with contextlib.suppress(OSError), self._events.open("a") as handle:
             handle.write(line + "\n")
@@ -290,7 +289,7 @@ class Supervisor:
                         f"Its last log lines ({child.log_path}):"
                     )
                     for line in tail:
-                        self._print(f"    {line}")
+                        self.say(f"    {line}", stamp=False)
                     return False
                 child.state = "restarting"
                 child.restart_at = now + decision.delay_s
