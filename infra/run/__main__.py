@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         code = supervisor.run()
     finally:
         if started_kafka:
-            print("[run] stopping the Kafka this run started (its data stays in .cache/services)", flush=True)
+            print(
+                f"[run] stopping the Kafka this run started (its data stays in {services.DEFAULT_STATE_DIR})",
+                flush=True,
+            )
             services.down(only=("kafka",))
     return code
 

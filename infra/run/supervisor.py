@@ -394,12 +394,17 @@ class Supervisor:
             self.say(f"stopped {name}: {how}, {took:.1f} s")
 
     def print_where(self) -> None:
-        layout = self.plan.layout
+        layout, env = self.plan.layout, self.plan.env
         lines = [
             "",
             "The data of this run:",
             f"  Delta tables      {layout.lake_root}   (checkpoints in _checkpoints/)",
-            f"  landing zone      {layout.landing_root}",
+            (
+                f"  bus               Kafka {env.get('CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS')}, topics "
+                f"{env.get('CRYPTOLAKE_KAFKA_TOPIC_PREFIX', '')}raw.<exchange>.<channel>"
+                if self.options.bus == "kafka"
+                else f"  landing zone      {layout.landing_root}"
+            ),
             f"  extractor state   {layout.state} (resume points), spool {layout.spool}",
             f"  logs              {layout.logs}",
             "Three queries to try (DuckDB over Delta, no JVM; or: .venv/bin/python -m lake sql '...'):",
