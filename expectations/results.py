@@ -25,7 +25,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from expectations.validate import Validated
-from lake.delta_io import append, dedupe_latest, merge_rows
+from lake.delta_io import append, dedupe_latest, merge
 from lake.tables import GOLD_DQ_RESULTS, Lake
 
 logger = logging.getLogger(__name__)
@@ -58,10 +58,11 @@ def result_row(v: Validated) -> tuple[Any, ...]:
 def _merge(spark: SparkSession, rows: Sequence[tuple[Any, ...]], *, lake: Lake) -> None:
     df = spark.createDataFrame(list(rows), GOLD_DQ_RESULTS.schema)
     ids = sorted({r[2] for r in rows})
-    merge_rows(
+    merge(
         dedupe_latest(df, GOLD_DQ_RESULTS.key, order_by=("checked_ts",)),
         lake=lake,
         name=GOLD_DQ_RESULTS.name,
+        mode="upsert",
         target_scope=f"t.batch_id IN ({', '.join(str(i) for i in ids)})",
     )
 

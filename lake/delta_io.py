@@ -1,5 +1,7 @@
 """Delta table I/O shared by every job: create from the registry, idempotent appends and MERGEs.
 
+Every MERGE goes through :func:`merge`, its ``mode`` one of :data:`MergeMode`.
+
 Streaming jobs write from ``foreachBatch`` with their writer id and the micro-batch id, so a batch
 replayed after a crash does not apply twice: :func:`append` tags its commit and skips a batch the
 writer already committed (:class:`CommittedBatches`); the MERGEs use Delta's
@@ -13,6 +15,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -66,12 +69,21 @@ def table_version(spark: SparkSession, lake: Lake, name: str) -> int:
     return -1 if history is None else int(history[0])
 
 
+def dedupe_first(df: DataFrame, key: Sequence[Column | str], order: Sequence[Column]) -> DataFrame:
+    """One row per key: the first by ``order`` (``row_number`` over a window by key).
+
+    The one window dedupe of the project: silver's in-batch dedupe, gold's latest quotes, the
+    rate pick, ... Rows that tie on ``order`` keep an arbitrary one.
+    """
+    w = Window.partitionBy(*key).orderBy(*order)
+    return df.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
+
+
 def dedupe_latest(df: DataFrame, key: Sequence[str], *, order_by: Sequence[str] = ()) -> DataFrame:
     """One row per key: the last by ``order_by`` (descending), so a MERGE source has no duplicate keys."""
     if not order_by:
         return df.dropDuplicates(list(key))
-    window = Window.partitionBy(*key).orderBy(*[F.col(c).desc_nulls_last() for c in order_by])
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+    return dedupe_first(df, key, [F.col(c).desc_nulls_last() for c in order_by])
 
 
 @contextmanager
@@ -87,37 +99,6 @@ def idempotent_write(spark: SparkSession, *, app_id: str | None, version: int | 
     finally:
         spark.conf.unset(_TXN_APP_ID)
         spark.conf.unset(_TXN_VERSION)
-
-
-def merge_upsert(
-    df: DataFrame,
-    *,
-    lake: Lake,
-    name: str,
-    key: Sequence[str] | None = None,
-    order_by: Sequence[str] = (),
-    update: bool = True,
-    app_id: str | None = None,
-    version: int | None = None,
-) -> None:
-    """MERGE ``df`` into table ``name`` on its natural key (in-batch duplicates removed first).
-
-    ``update=False`` only inserts new keys (first write wins, e.g. trades); ``update=True`` also
-    overwrites matched rows (latest wins, e.g. late USDT rates or recomputed gold bars).
-    ``app_id``/``version`` make the MERGE idempotent across query restarts.
-    """
-    spark = df.sparkSession
-    spec: TableSpec = table(name)
-    key = tuple(key or spec.key)
-    target = ensure_table(spark, lake, name)
-    source = dedupe_latest(df.select(*spec.columns), key, order_by=order_by)
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
-    merge = target.alias("t").merge(source.alias("s"), condition)
-    if update:
-        merge = merge.whenMatchedUpdateAll()
-    merge = merge.whenNotMatchedInsertAll()
-    with idempotent_write(spark, app_id=app_id, version=version):
-        merge.execute()
 
 
 def append(
@@ -197,40 +178,58 @@ class CommittedBatches:
 BATCHES = CommittedBatches()
 
 
-def merge_rows(
+#: What a MERGE does with a source row: ``upsert`` inserts new keys and updates matched rows,
+#: ``insert_only`` inserts new keys and never touches a stored row (first write wins),
+#: ``update_only`` updates matched rows and inserts nothing (re-pricing stored rows).
+MergeMode = Literal["upsert", "insert_only", "update_only"]
+
+
+def merge(
     df: DataFrame,
     *,
     lake: Lake,
     name: str,
+    mode: MergeMode,
     key: Sequence[str] | None = None,
-    insert_condition: str | None = None,
+    dedupe: bool = False,
+    order_by: Sequence[str] = (),
     update_columns: Sequence[str] | None = None,
     update_condition: str | None = None,
     target_scope: str | None = None,
     app_id: str | None = None,
     version: int | None = None,
 ) -> None:
-    """MERGE with explicit clauses: insert unmatched rows, update some columns of matched rows.
+    """MERGE ``df`` into table ``name`` on ``key`` (default: the table's natural key, null-safe).
 
-    ``df`` must hold the table's columns and one row per key (dedupe first); extra columns may be
-    used in the conditions, which are SQL over the aliases ``s`` (source) and ``t`` (target).
-    ``update_columns`` ``None`` updates every column, ``()`` makes the MERGE insert-only.
-    ``target_scope`` (SQL over ``t``) bounds the target rows a source row can match: Delta reads
-    only the files whose partition values and statistics can satisfy it.
-    ``app_id``/``version`` make it idempotent across restarts, as in :func:`merge_upsert`.
+    ``df`` holds the table's columns and one row per key; extra columns may be used in the
+    conditions, which are SQL over the aliases ``s`` (source) and ``t`` (target). ``dedupe``
+    first keeps one row per key, the last by ``order_by`` (:func:`dedupe_latest`).
+
+    ``mode`` (:data:`MergeMode`): the matched rows of ``upsert`` and ``update_only`` get
+    ``update_columns`` (``None``: every column), only where ``update_condition`` holds when given;
+    ``insert_only`` takes neither. ``target_scope`` (SQL over ``t``) bounds the target rows a source
+    row can match: Delta reads only the files whose partition values and statistics can satisfy
+    it. ``app_id``/``version`` make the MERGE idempotent across query restarts (Delta's
+    ``txnAppId``/``txnVersion``: a repeated version is skipped).
     """
+    if mode == "insert_only" and (update_columns is not None or update_condition is not None):
+        raise ValueError("an insert_only MERGE updates nothing: no update_columns or update_condition")
+    if mode != "insert_only" and update_columns is not None and not update_columns:
+        raise ValueError(f"a {mode} MERGE updates some columns: update_columns is empty")
     spark = df.sparkSession
     spec: TableSpec = table(name)
     key = tuple(key or spec.key)
     target = ensure_table(spark, lake, name)
+    source = dedupe_latest(df, key, order_by=order_by) if dedupe else df
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
     if target_scope:
         condition = f"({target_scope}) AND {condition}"
-    merge = target.alias("t").merge(df.alias("s"), condition)
-    columns = spec.columns if update_columns is None else list(update_columns)
-    if columns:
-        merge = merge.whenMatchedUpdate(condition=update_condition, set={c: f"s.`{c}`" for c in columns})
-    values: dict[str, str | Column] = {c: f"s.`{c}`" for c in spec.columns}
-    merge = merge.whenNotMatchedInsert(condition=insert_condition or "true", values=values)
+    builder = target.alias("t").merge(source.alias("s"), condition)
+    if mode != "insert_only":
+        columns = spec.columns if update_columns is None else list(update_columns)
+        builder = builder.whenMatchedUpdate(condition=update_condition, set={c: f"s.`{c}`" for c in columns})
+    if mode != "update_only":
+        values: dict[str, str | Column] = {c: f"s.`{c}`" for c in spec.columns}
+        builder = builder.whenNotMatchedInsert(values=values)
     with idempotent_write(spark, app_id=app_id, version=version):
-        merge.execute()
+        builder.execute()

@@ -30,12 +30,12 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DecimalType, StringType
 
 from lake.config import ConfigError
-from lake.delta_io import merge_rows
+from lake.delta_io import dedupe_first, merge
 from lake.session import build_spark
 from lake.tables import (
     BRONZE_RAW_EVENTS,
@@ -100,8 +100,7 @@ def parse_klines(bronze: DataFrame) -> DataFrame:
         )
         .where(F.col("exchange_volume").isNotNull())
     )
-    newest = Window.partitionBy("exchange", "native_symbol", "minute").orderBy(F.col("kline_recv_ts").desc())
-    return candles.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n")
+    return dedupe_first(candles, ("exchange", "native_symbol", "minute"), (F.col("kline_recv_ts").desc(),))
 
 
 def trade_minutes(trades: DataFrame) -> DataFrame:
@@ -229,7 +228,7 @@ def run(spark: SparkSession, *, lake: Lake, settings: CompletenessSettings | Non
     rows = completeness_1m(
         parse_klines(bronze), markets, trade_minutes(trades), gap_windows(bronze, trades), now=now
     )
-    merge_rows(rows, lake=lake, name=TABLE, update_condition=_CHANGED)
+    merge(rows, lake=lake, name=TABLE, mode="upsert", update_condition=_CHANGED)
     logger.info("%s: minutes with candles received since %s merged", TABLE, since)
 
 

@@ -27,13 +27,13 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from expectations.suites import DqSettings
 from expectations.validate import REASON_PREFIX, Validator
-from lake.delta_io import ensure_table, merge_rows, table_version
+from lake.delta_io import dedupe_first, ensure_table, merge, table_version
 from lake.tables import SILVER_QUARANTINE, SILVER_USDT_RATES, Lake, table
 from spark_jobs.columns import minute_of
 from spark_jobs.runtime import read_table
@@ -87,14 +87,13 @@ def replay(
             return ReplayReport(table_name, validated.rows, 0, 0)
         good = validated.good
         if "recv_ts" in good.columns:  # first received wins, as in silver
-            first = Window.partitionBy(*spec.key).orderBy(F.col("recv_ts").asc())
-            good = good.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+            good = dedupe_first(good, spec.key, (F.col("recv_ts").asc(),))
         else:
             good = good.dropDuplicates(list(spec.key))
         if table_name in PRICERS:
             good = _price(spark, good, lake=lake, table_name=table_name, carry=rate_carry_minutes)
         before = table_version(spark, lake, table_name)
-        merge_rows(good.select(*spec.columns), lake=lake, name=table_name, update_columns=())
+        merge(good.select(*spec.columns), lake=lake, name=table_name, mode="insert_only")
         inserted = _inserted_since(spark, lake, table_name, before)
         report = ReplayReport(table_name, validated.rows, passing, inserted)
         logger.info("replayed %s: %s", table_name, report)

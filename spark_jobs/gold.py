@@ -45,13 +45,13 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lake.config import ConfigError
-from lake.delta_io import append, ensure_tables, merge_rows
+from lake.delta_io import append, dedupe_first, ensure_tables, merge
 from lake.session import build_spark
 from lake.tables import (
     GOLD_EXCHANGE_VOLUME_DAILY,
@@ -277,21 +277,14 @@ def _quote_order() -> list[Column]:
 
 def latest_quotes(quotes: DataFrame) -> DataFrame:
     """Silver quotes -> the newest per (exchange, symbol), as ``gold.l1_latest`` rows."""
-    w = Window.partitionBy("exchange", "symbol").orderBy(*_quote_order())
-    return quotes.withColumn("_n", F.row_number().over(w)).where("_n = 1").select(*GOLD_L1_LATEST.columns)
+    return dedupe_first(quotes, ("exchange", "symbol"), _quote_order()).select(*GOLD_L1_LATEST.columns)
 
 
 def quotes_1s(quotes: DataFrame) -> DataFrame:
     """Silver quotes -> the last quote of each (exchange, symbol, second), as ``gold.l1_1s`` rows."""
     second = F.date_trunc("second", F.col("event_ts"))
-    w = Window.partitionBy("exchange", "symbol", "second").orderBy(*_quote_order())
-    return (
-        quotes.withColumn("second", second)
-        .withColumn("quote_date", F.to_date(second))
-        .withColumn("_n", F.row_number().over(w))
-        .where("_n = 1")
-        .select(*GOLD_L1_1S.columns)
-    )
+    seconds = quotes.withColumn("second", second).withColumn("quote_date", F.to_date(second))
+    return dedupe_first(seconds, ("exchange", "symbol", "second"), _quote_order()).select(*GOLD_L1_1S.columns)
 
 
 # --- event-time ranges (the same rules as spark_jobs.silver's, kept here so gold imports no
@@ -570,10 +563,11 @@ class GoldWriter:
         scope = _in_sql(f"t.{day}", {r[day] for r in rows})
         if minute is not None:
             scope += " AND " + _minute_scope(minute_ranges({_epoch(r[minute]) for r in rows}), minute)
-        merge_rows(
+        merge(
             frame if frame is not None else _frame(spark, rows, spec),
             lake=self._lake,
             name=spec.name,
+            mode="upsert",
             update_condition=changed_sql(spec),
             target_scope=scope,
         )
@@ -684,17 +678,19 @@ def update_l1(
         # The two tables in parallel: one's planning and commit overlap the other's jobs.
         writes = [
             _L1_POOL.submit(
-                merge_rows,
+                merge,
                 latest_quotes(rows),
                 lake=lake,
                 name=GOLD_L1_LATEST.name,
+                mode="upsert",
                 update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_LATEST)),
             ),
             _L1_POOL.submit(
-                merge_rows,
+                merge,
                 quotes_1s(rows),
                 lake=lake,
                 name=GOLD_L1_1S.name,
+                mode="upsert",
                 update_condition=QUOTE_WINS.format(changed=changed_sql(GOLD_L1_1S)),
                 target_scope=scope,
             ),

@@ -48,7 +48,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
-from lake.delta_io import merge_rows, table_version
+from lake.delta_io import dedupe_first, merge, table_version
 from lake.tables import BRONZE_RAW_EVENTS, SILVER_QUARANTINE, Lake, table
 from spark_jobs import silver_l1, silver_tickers, silver_trades
 from spark_jobs.columns import minute_of
@@ -57,7 +57,6 @@ from spark_jobs.silver import (
     KeyIndex,
     PricedJob,
     PricedTable,
-    dedupe_first,
     key_text,
     minute_ranges,
     within,
@@ -134,11 +133,11 @@ def replay_unknown_markets(
         ).collect()
         scope = minute_ranges(sorted({m for _, _, m in left}))
         before = table_version(spark, lake, name)
-        merge_rows(
+        merge(
             priced,
             lake=lake,
             name=name,
-            update_columns=(),
+            mode="insert_only",
             target_scope=within_sql(scope, spec, alias="t"),
         )
         inserted = _inserted_since(spark, lake, name, before)

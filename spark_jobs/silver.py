@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.delta_io import append, merge_rows, merge_upsert, table_version
+from lake.delta_io import append, dedupe_first, merge, table_version
 from lake.quarantine import to_quarantine
 from lake.tables import SILVER_MARKETS, SILVER_TRADES, SILVER_USDT_RATES, Lake, TableSpec, table
 from spark_jobs.columns import minute_of
@@ -64,12 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: A ``foreachBatch`` function: (micro-batch, batch id) -> None.
 BatchWriter = Callable[[DataFrame, int], None]
-
-
-def dedupe_first(df: DataFrame, key: Sequence[str], order: Sequence[Column]) -> DataFrame:
-    """One row per key: the first by ``order``."""
-    w = Window.partitionBy(*key).orderBy(*order)
-    return df.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
 
 
 @dataclass(frozen=True)
@@ -527,11 +521,11 @@ def reprice(
         PRICERS[target.name]
     )
     changed = changed_pricing(candidates, priced, key=target.key, columns=columns)
-    merge_rows(
+    merge(
         changed.select(*spec.columns),
         lake=lake,
         name=target.name,
-        insert_condition="false",
+        mode="update_only",
         update_columns=columns,
         target_scope=within_sql(spans, spec, alias="t"),
         app_id=app_id,
@@ -560,7 +554,7 @@ def write_rates(spark: SparkSession, book: RateBook, minutes: Sequence[int], *, 
     rows = [r for r in rate_rows(book, minutes) if book.written.get((r[0], r[1])) != (r[2], r[3])]
     if not rows:
         return
-    merge_upsert(rates_frame(spark, rows), lake=lake, name=SILVER_USDT_RATES.name, update=True)
+    merge(rates_frame(spark, rows), lake=lake, name=SILVER_USDT_RATES.name, mode="upsert", dedupe=True)
     book.written.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
     book.trim()
 

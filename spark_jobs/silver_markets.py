@@ -16,11 +16,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lake.delta_io import merge_rows
+from lake.delta_io import dedupe_first, merge
 from lake.tables import SILVER_MARKETS, Lake
 from spark_jobs.parsers import parse_markets
 from spark_jobs.runtime import SilverSettings, WriterId, silver_main, start_silver_query
-from spark_jobs.silver import dedupe_first
 from spark_jobs.symbols import markets_from_discovery
 
 QUERY = "silver_markets"
@@ -35,10 +34,11 @@ def latest_markets(bronze: DataFrame) -> DataFrame:
 
 def write_markets(bronze: DataFrame, batch_id: int, *, lake: Lake, app_id: str | None) -> None:
     """MERGE the latest snapshot of each market in these bronze rows (a newer one wins)."""
-    merge_rows(
+    merge(
         latest_markets(bronze),
         lake=lake,
         name=SILVER_MARKETS.name,
+        mode="upsert",
         update_condition="s.updated_ts >= t.updated_ts OR t.updated_ts IS NULL",
         app_id=app_id,
         version=batch_id,

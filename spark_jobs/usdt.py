@@ -32,9 +32,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lake.delta_io import dedupe_first
 from lake.tables import PRICE, SILVER_USDT_RATES
 from spark_jobs.columns import PRICE_INT_DIGITS, RATE_INT_DIGITS, minute_of, mul
 
@@ -59,19 +60,18 @@ def market_prices(trades: DataFrame) -> DataFrame:
     Columns: base, quote, minute, price, event_ts, recv_ts, exchange, trade_id (see :class:`RateBook`
     for the order, which is the same here).
     """
-    order = Window.partitionBy("base", "quote", "minute").orderBy(
+    order = (
         F.col("event_ts").desc(),
         F.col("recv_ts").desc(),
         F.col("exchange").asc(),
         F.length("trade_id").desc(),
         F.col("trade_id").desc(),
     )
-    return (
-        trades.select("base", "quote", "exchange", "trade_id", "price", "event_ts", "recv_ts")
-        .withColumn("minute", minute_of("event_ts"))
-        .withColumn("_n", F.row_number().over(order))
-        .where("_n = 1")
-        .select("base", "quote", "minute", "price", "event_ts", "recv_ts", "exchange", "trade_id")
+    minutes = trades.select(
+        "base", "quote", "exchange", "trade_id", "price", "event_ts", "recv_ts"
+    ).withColumn("minute", minute_of("event_ts"))
+    return dedupe_first(minutes, ("base", "quote", "minute"), order).select(
+        "base", "quote", "minute", "price", "event_ts", "recv_ts", "exchange", "trade_id"
     )
 
 
@@ -263,16 +263,14 @@ def attach_rates(
             (F.col("quote") == F.col("_r_asset")) & F.col("_r_minute").between(lower, F.col("_minute")),
             "left",
         )
-        pick = Window.partitionBy(*key).orderBy(F.col("_r_minute").desc_nulls_last())
         method = F.when(F.col("_r_minute") == F.col("_minute"), F.col("_r_method")).otherwise(
             F.concat(F.col("_r_method"), F.lit(CARRIED))
         )
         return (
-            joined.withColumn("_n", F.row_number().over(pick))
-            .where("_n = 1")
+            dedupe_first(joined, key, (F.col("_r_minute").desc_nulls_last(),))
             .withColumn("usdt_rate", F.col("_r_rate"))
             .withColumn("usdt_method", method)
-            .drop("_n", "_minute", "_r_asset", "_r_minute", "_r_rate", "_r_method")
+            .drop("_minute", "_r_asset", "_r_minute", "_r_rate", "_r_method")
         )
 
     return transform

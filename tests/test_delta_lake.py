@@ -11,7 +11,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from lake.delta_io import BATCHES, append, merge_upsert
+from lake.delta_io import BATCHES, append, merge
 from lake.tables import SILVER_MARKETS, SILVER_USDT_RATES, Lake
 
 pytestmark = pytest.mark.spark
@@ -41,8 +41,8 @@ def test_merge_twice_is_idempotent_and_readable_with_sql(spark: SparkSession, la
             ("ETH", minute, Decimal("3500.25"), "direct"),  # in-batch duplicate
         ],
     )
-    merge_upsert(batch, lake=lake, name="silver.usdt_rates")
-    merge_upsert(batch, lake=lake, name="silver.usdt_rates")
+    merge(batch, lake=lake, name="silver.usdt_rates", mode="upsert", dedupe=True)
+    merge(batch, lake=lake, name="silver.usdt_rates", mode="upsert", dedupe=True)
 
     path = lake.path("silver.usdt_rates")
     spark.read.format("delta").load(path).createOrReplaceTempView("rates")
@@ -71,11 +71,15 @@ def test_merge_with_same_txn_version_is_skipped_after_a_restart(spark: SparkSess
     minute = datetime(2026, 11, 1, 12, 1)
     first = _rates(spark, [("BTC", minute, Decimal("1"), "direct")])
     replay = _rates(spark, [("BTC", minute, Decimal("2"), "direct")])
-    merge_upsert(first, lake=lake, name="silver.usdt_rates", app_id="query-a", version=7)
-    merge_upsert(replay, lake=lake, name="silver.usdt_rates", app_id="query-a", version=7)  # replayed batch 7
+    merge(first, lake=lake, name="silver.usdt_rates", app_id="query-a", version=7, mode="upsert", dedupe=True)
+    merge(
+        replay, lake=lake, name="silver.usdt_rates", app_id="query-a", version=7, mode="upsert", dedupe=True
+    )  # replayed batch 7
     rate = spark.read.format("delta").load(lake.path("silver.usdt_rates")).collect()[0]["rate_to_usdt"]
     assert rate == Decimal("1")
-    merge_upsert(replay, lake=lake, name="silver.usdt_rates", app_id="query-a", version=8)
+    merge(
+        replay, lake=lake, name="silver.usdt_rates", app_id="query-a", version=8, mode="upsert", dedupe=True
+    )
     rate = spark.read.format("delta").load(lake.path("silver.usdt_rates")).collect()[0]["rate_to_usdt"]
     assert rate == Decimal("2")
 

@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import Row, SparkSession
 
 from infra.services import MinioService
-from lake.delta_io import merge_upsert
+from lake.delta_io import merge
 from lake.tables import RAW_ENVELOPE_SCHEMA, SILVER_USDT_RATES, Lake, LakeSettings
 from tests.conftest import seconds
 
@@ -34,8 +34,20 @@ def test_delta_merge_on_minio_reads_back_exact_rows(
         ("ETH", minute, Decimal("3501.000000000000000001"), "cross_btc"),  # late correction wins
         ("SOL", minute, Decimal("180.5"), "direct"),
     ]
-    merge_upsert(spark.createDataFrame(first, SILVER_USDT_RATES.schema), lake=lake, name="silver.usdt_rates")
-    merge_upsert(spark.createDataFrame(second, SILVER_USDT_RATES.schema), lake=lake, name="silver.usdt_rates")
+    merge(
+        spark.createDataFrame(first, SILVER_USDT_RATES.schema),
+        lake=lake,
+        name="silver.usdt_rates",
+        mode="upsert",
+        dedupe=True,
+    )
+    merge(
+        spark.createDataFrame(second, SILVER_USDT_RATES.schema),
+        lake=lake,
+        name="silver.usdt_rates",
+        mode="upsert",
+        dedupe=True,
+    )
 
     path = lake.path("silver.usdt_rates")
     assert path == f"s3a://{s3_bucket}/lake/silver/usdt_rates"

@@ -18,7 +18,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from lake.delta_io import append, merge_rows
+from lake.delta_io import append, merge
 from lake.tables import (
     GOLD_EXCHANGE_VOLUME_DAILY,
     GOLD_L1_1S,
@@ -349,19 +349,19 @@ def test_gold_job_follows_silver_appends_and_repricing_commits(spark: SparkSessi
 
     # Silver re-prices (update-only MERGEs, skipped by the streams): the job learns it from the log.
     repriced = [replace(trades[1], rate=D("1"))]
-    merge_rows(
+    merge(
         spark.createDataFrame([t.row() for t in repriced], SILVER_TRADES.schema),
         lake=lake,
         name=SILVER_TRADES.name,
-        insert_condition="false",
+        mode="update_only",
         update_columns=("usdt_rate", "price_usdt", "notional_usdt", "usdt_method"),
     )
     fixed_quote = {**quotes[1], "usdt_rate": D(1), "mid_usdt": D("20.55"), "usdt_method": "direct"}
-    merge_rows(
+    merge(
         spark.createDataFrame([fixed_quote], SILVER_L1_QUOTES.schema),
         lake=lake,
         name=SILVER_L1_QUOTES.name,
-        insert_condition="false",
+        mode="update_only",
         update_columns=("usdt_rate", "mid_usdt", "usdt_method"),
     )
     job.finish()

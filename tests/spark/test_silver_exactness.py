@@ -17,13 +17,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, TimestampType
 
+from lake.delta_io import dedupe_first
 from lake.tables import PRICE, SILVER_TICKERS, Lake
 from spark_jobs import silver_markets
 from spark_jobs.bronze_ingest import envelopes_to_bronze
 from spark_jobs.columns import recv_ts, ts_from_ns
 from spark_jobs.parsers import parse_l1, parse_trades
 from spark_jobs.runtime import SilverSettings
-from spark_jobs.silver import dedupe_first
 from spark_jobs.silver_tickers import JOB as TICKERS_JOB
 from tests.spark.envelopes import (
     MS,
