@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -188,8 +188,14 @@ class Validator:
     ``ValidationDefinition`` per table.
     """
 
-    def __init__(self, settings: DqSettings | None = None, *, cache: bool = True) -> None:
+    def __init__(
+        self, settings: DqSettings | None = None, *, cache: bool = True, rejudged: Iterable[str] = ()
+    ) -> None:
         self.settings = settings or DqSettings()
+        #: Parser reasons that are value judgments the suites also make (a non-positive price, a
+        #: crossed book): rows rejected only for one of them are judged by the suite all the same,
+        #: and quarantined with the names of the expectations they failed.
+        self.rejudged = frozenset(rejudged)
         #: Persist the flagged batch (its plan is computed once for the count, good and bad); off:
         #: each of them recomputes the input's plan (cheaper when the input is itself cached).
         self.cache = cache
@@ -283,6 +289,8 @@ class Validator:
             # Warnings (key uniqueness: a window, i.e. a shuffle) are left to the sampled GX runs.
             checks = [c for c in checks if c.severity == "critical"]
         parsed = F.col("_error").isNull() if has_error else F.lit(True)
+        if has_error and self.rejudged:
+            parsed = parsed | F.col("_error").isin(*sorted(self.rejudged))
         derived = {name: make() for name, make in spec.derived.items()}
         prepared = df.withColumns(derived) if derived else df
         verdicts = {
@@ -293,10 +301,11 @@ class Validator:
         for a, c in zip(verdicts, checks, strict=True):
             if c.severity == "critical":
                 any_failed = any_failed | F.coalesce(F.col(a), F.lit(False))
+        erred = F.col("_error").isNotNull() if has_error else F.lit(False)
         frame = (
             prepared.withColumns(verdicts)
             .withColumn("_dq_rejected", ~parsed)
-            .withColumn("_dq_bad", ~parsed | any_failed)
+            .withColumn("_dq_bad", erred | any_failed)
         )
         if self.cache:
             frame = frame.persist()
@@ -372,8 +381,10 @@ class Validator:
         ]
         failed_names = F.filter(F.array(*names), lambda x: x.isNotNull()) if names else F.array()
         reason = F.concat(F.lit(REASON_PREFIX), F.array_join(failed_names, ","))
-        if "_error" in flagged.columns:
-            reason = F.coalesce(F.col("_error").cast(StringType()), reason)
+        if "_error" in flagged.columns:  # the parser's reason when the suite did not judge the row
+            reason = F.when(F.size(failed_names) > 0, reason).otherwise(
+                F.coalesce(F.col("_error").cast(StringType()), reason)
+            )
         internal = [*flagged.verdicts, "_dq_bad", "_dq_rejected", *flagged.spec.derived]
         bad = (
             frame.where("_dq_bad")

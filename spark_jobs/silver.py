@@ -35,6 +35,7 @@ from lake.delta_io import append, dedupe_first, merge, table_version
 from lake.quarantine import to_quarantine
 from lake.tables import SILVER_MARKETS, SILVER_TRADES, SILVER_USDT_RATES, Lake, TableSpec, table
 from spark_jobs.columns import minute_of
+from spark_jobs.parsers.common import VALUE_REASONS
 from spark_jobs.runtime import (
     SilverSettings,
     WriterId,
@@ -239,7 +240,7 @@ def quality_validator(settings: SilverSettings) -> Validator | None:
         return None
     from expectations.validate import Validator
 
-    return Validator()
+    return Validator(rejudged=VALUE_REASONS)
 
 
 def record_quality(

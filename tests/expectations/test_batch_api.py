@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from pyspark.sql import functions as F
 
 from expectations import DqSettings, ResultsBuffer, Validator, record
+from expectations.validate import Validated
 from lake.tables import GOLD_DQ_RESULTS, SILVER_TRADES, Lake, LakeSettings
 from spark_jobs.dq_replay import replay
 from spark_jobs.runtime import read_table, write_quarantine
@@ -94,6 +95,41 @@ def test_counts_from_the_writers_own_collect_equal_the_counting_job(spark) -> No
     finally:
         eager.release()
         deferred.release()
+
+
+def test_rows_the_parser_rejected_for_a_value_are_judged_by_the_suite_when_asked(spark) -> None:
+    """The parsers' value checks (a non-positive price, a crossed book) are the suites' too: with
+    ``rejudged`` those rows are quarantined with the suite's expectation names, others keep theirs."""
+    rows = [
+        {"trade_id": "1"},
+        {"trade_id": "2", "price": Decimal("-2"), "_error": "non_positive_price"},
+        {"trade_id": "3", "size": Decimal("0"), "_error": "non_positive_size"},
+        {"trade_id": "4", "price": None, "_error": "unknown_market"},
+    ]
+    df = frame(spark, TRADES, rows, internal=True)
+    plain = Validator().validate(df, table=TRADES, batch_id=6, now=NOW, run_gx=False)
+    judged = Validator(rejudged={"non_positive_price", "non_positive_size"}).validate(
+        df, table=TRADES, batch_id=6, now=NOW, run_gx=False
+    )
+    try:
+
+        def reasons(v: Validated) -> dict[str, str]:
+            bad = v.bad.select(F.get_json_object("row_json", "$.trade_id").alias("id"), "reason")
+            return {r["id"]: r["reason"] for r in bad.collect()}
+
+        assert reasons(plain) == {"2": "non_positive_price", "3": "non_positive_size", "4": "unknown_market"}
+        assert reasons(judged) == {
+            "2": "expectation:price_positive",
+            "3": "expectation:size_positive",
+            "4": "unknown_market",
+        }
+        assert [r["trade_id"] for r in judged.good.collect()] == ["1"]
+        assert (judged.rows, judged.quarantined, judged.parse_rejected) == (4, 3, 1)
+        price_positive = next(r for r in judged.results if r.name == "price_positive")
+        assert (price_positive.evaluated, price_positive.failed) == (3, 1)
+    finally:
+        plain.release()
+        judged.release()
 
 
 def test_a_batch_that_cannot_be_validated_passes_through_and_never_raises(spark) -> None:
