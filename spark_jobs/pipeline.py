@@ -130,10 +130,23 @@ class LiveQuery:
     query: StreamingQuery
     writer: LiveWriter
 
+    def _last_batch_id(self) -> int:
+        progress = self.query.lastProgress
+        return int(progress["batchId"]) if progress else -1
+
     def stop(self) -> None:
         """Stop at a batch boundary, re-price the open minutes (exact USDT at rest), bring gold up to date."""
         deadline = time.monotonic() + STOP_WAIT_S
-        while self.query.isActive and self.query.status["isTriggerActive"] and time.monotonic() < deadline:
+        # Wait for the batch running now to commit, not for a quiet moment: with a short trigger
+        # the next batch starts at once, and waiting for "no trigger active" waited for several.
+        # A batch started since is interrupted by stop() and replayed at the next start.
+        running = self._last_batch_id()
+        while (
+            self.query.isActive
+            and self.query.status["isTriggerActive"]
+            and self._last_batch_id() == running
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         self.query.stop()
         finished = self.writer.repricer.finish(self.spark)
