@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from infra import kafka, minio
+from infra import kafka, minio, postgres, redis
 from infra.services.process import (
     ServiceError,
     free_port,
@@ -45,6 +47,8 @@ __all__ = [
     "SERVICE_NAMES",
     "KafkaService",
     "MinioService",
+    "PostgresService",
+    "RedisService",
     "ServiceError",
     "ServiceName",
     "down",
@@ -60,8 +64,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = Path(os.environ.get("CRYPTOLAKE_SERVICES_DIR") or REPO_ROOT / ".cache" / "services")
 HOST = "127.0.0.1"
 
-ServiceName = Literal["kafka", "minio"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("kafka", "minio")
+ServiceName = Literal["kafka", "minio", "postgres", "redis"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("kafka", "minio", "postgres", "redis")
+#: What ``up`` starts without ``--only``: the live-update stores are optional, asked for by name.
+DEFAULT_SERVICES: tuple[ServiceName, ...] = ("kafka", "minio")
 
 
 class _Service:
@@ -120,7 +126,12 @@ class _Service:
             began = time.monotonic()
             try:
                 self._proc, self._state = self._launch(dict(self._state))
-            except (kafka.KafkaSetupError, minio.MinioSetupError) as exc:
+            except (
+                kafka.KafkaSetupError,
+                minio.MinioSetupError,
+                postgres.PostgresSetupError,
+                redis.RedisSetupError,
+            ) as exc:
                 raise ServiceError(self.name, str(exc)) from exc
             write_state(self.folder, self._state)
             try:
@@ -164,12 +175,14 @@ class _Service:
     def status(self) -> dict[str, Any]:
         """The state file plus whether the process runs and answers."""
         running = self.running()
-        info = {k: v for k, v in self._state.items() if k != "secret_key"}
+        info = {k: v for k, v in self._state.items() if k not in ("secret_key", "password")}
         info.update({"service": self.name, "folder": str(self.folder), "running": running})
         info["ready"] = running and self._ready()
         return info
 
-    def _spawn(self, command: list[str], *, log_name: str, env: dict[str, str] | None = None) -> Any:
+    def _spawn(
+        self, command: list[str], *, log_name: str, env: dict[str, str] | None = None, user: str | None = None
+    ) -> Any:
         return spawn(
             command,
             log_path=self.folder / log_name,
@@ -177,6 +190,7 @@ class _Service:
             env=env,
             cwd=self.folder,
             die_with_parent=self.die_with_parent,
+            user=user,
         )
 
 
@@ -371,16 +385,171 @@ class MinioService(_Service):
         return minio.random_credentials()
 
 
-def service(name: ServiceName, *, state_dir: Path = DEFAULT_STATE_DIR) -> KafkaService | MinioService:
+class _PasswordService(_Service):
+    """A server on 127.0.0.1 with one password: ``host``, ``port``, ``password``.
+
+    The password is ``password=`` when given, else the environment variable :attr:`password_env`,
+    else the one recorded on a previous start, else random; it is kept in the state file (0600).
+    """
+
+    password_env: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        die_with_parent: bool = False,
+        password: str | None = None,
+    ) -> None:
+        super().__init__(state_dir=state_dir, die_with_parent=die_with_parent)
+        self._password = password
+
+    @property
+    def host(self) -> str:
+        return str(self._state.get("host") or HOST)
+
+    @property
+    def port(self) -> int:
+        port = self._state.get("port")
+        if not port:
+            raise ServiceError(self.name, f"not started (no state in {self.folder}): run `make infra-up`")
+        return int(port)
+
+    @property
+    def password(self) -> str:
+        recorded = self._state.get("password")
+        if recorded:
+            return str(recorded)
+        raise ServiceError(self.name, f"no password recorded in {self.folder}: start it first")
+
+    def _choose_password(self, previous: dict[str, Any]) -> str:
+        return str(
+            self._password
+            or os.environ.get(self.password_env)
+            or previous.get("password")
+            or secrets.token_urlsafe(18)
+        )
+
+    def _base_state(self, proc: subprocess.Popen[bytes], port: int, password: str) -> dict[str, Any]:
+        return {
+            "pid": proc.pid,
+            "host": HOST,
+            "port": port,
+            "password": password,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+class PostgresService(_PasswordService):
+    """PostgreSQL (Debian's binaries) on 127.0.0.1, superuser ``cryptolake``, database ``cryptolake``.
+
+    Runs as the ``postgres`` OS user when started by root (see :mod:`infra.postgres`). Data lives in
+    ``<folder>/data`` and survives ``stop()``/``start()``.
+    """
+
+    name = "postgres"
+    password_env = "CRYPTOLAKE_STORES_POSTGRES_PASSWORD"
+    start_timeout = 60.0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    def _logs(self) -> list[Path]:
+        return [self.folder / "postgres.log", self.folder / "initdb.out"]
+
+    def _ready(self) -> bool:
+        port, password = self._state.get("port"), self._state.get("password")
+        if not (port and password):
+            return False
+        return postgres.is_ready(host=HOST, port=int(port), password=str(password))
+
+    def _after_start(self) -> None:
+        postgres.ensure_database(host=HOST, port=self.port, password=self.password)
+
+    def _launch(self, previous: dict[str, Any]) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        password = self._choose_password(previous)
+        user = postgres.run_as()
+        if user:
+            postgres.check_reachable(self.folder, user)
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb(password, user)
+        port = _port(previous, "port")
+        command = postgres.server_command(data_dir=self.data_dir, host=HOST, port=port)
+        proc = self._spawn(command, log_name="postgres.log", user=user)
+        state = self._base_state(proc, port, password)
+        state.update({"database": postgres.DATABASE, "user": postgres.USER, "data_dir": str(self.data_dir)})
+        state["log"] = str(self.folder / "postgres.log")
+        return proc, state
+
+    def _initdb(self, password: str, user: str | None) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True, mode=0o700)
+        pwfile = self.folder / ".pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(password + "\n")
+        if user:
+            postgres.chown(self.data_dir, user)
+            postgres.chown(pwfile, user)
+        out = self.folder / "initdb.out"
+        try:
+            with out.open("wb") as log:
+                command = postgres.initdb_command(data_dir=self.data_dir, password_file=pwfile)
+                result = subprocess.run(
+                    command, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=False, user=user
+                )
+        finally:
+            remove_quietly(pwfile)
+        if result.returncode != 0:
+            raise ServiceError(self.name, f"initdb failed with code {result.returncode}\n{log_tails([out])}")
+        logger.info("postgres data folder initialised in %s", self.data_dir)
+
+
+class RedisService(_PasswordService):
+    """Redis (Debian's ``redis-server``) on 127.0.0.1 with a password; data in ``<folder>/data``."""
+
+    name = "redis"
+    password_env = "CRYPTOLAKE_STORES_REDIS_PASSWORD"
+    start_timeout = 30.0
+
+    def _logs(self) -> list[Path]:
+        return [self.folder / "redis.log"]
+
+    def _ready(self) -> bool:
+        port, password = self._state.get("port"), self._state.get("password")
+        if not (port and password):
+            return False
+        return redis.is_ready(host=HOST, port=int(port), password=str(password))
+
+    def _launch(self, previous: dict[str, Any]) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        password = self._choose_password(previous)
+        port = _port(previous, "port")
+        config = self.folder / "redis.conf"
+        redis.write_config(config, host=HOST, port=port, data_dir=self.folder / "data", password=password)
+        proc = self._spawn(redis.server_command(config=config), log_name="redis.log")
+        state = self._base_state(proc, port, password)
+        state.update({"data_dir": str(self.folder / "data"), "log": str(self.folder / "redis.log")})
+        return proc, state
+
+
+AnyService = KafkaService | MinioService | PostgresService | RedisService
+
+
+def service(name: ServiceName, *, state_dir: Path = DEFAULT_STATE_DIR) -> AnyService:
     if name == "kafka":
         return KafkaService(state_dir=state_dir)
     if name == "minio":
         return MinioService(state_dir=state_dir)
+    if name == "postgres":
+        return PostgresService(state_dir=state_dir)
+    if name == "redis":
+        return RedisService(state_dir=state_dir)
     raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
 
 
 def up(
-    *, state_dir: Path = DEFAULT_STATE_DIR, only: tuple[ServiceName, ...] = SERVICE_NAMES
+    *, state_dir: Path = DEFAULT_STATE_DIR, only: tuple[ServiceName, ...] = DEFAULT_SERVICES
 ) -> dict[str, dict[str, Any]]:
     """Start (or reuse) the services in parallel; raise one :class:`ServiceError` naming each failure."""
     services = [service(name, state_dir=state_dir) for name in only]
@@ -405,6 +574,9 @@ def down(*, state_dir: Path = DEFAULT_STATE_DIR, only: tuple[ServiceName, ...] =
 
 
 def status(
-    *, state_dir: Path = DEFAULT_STATE_DIR, only: tuple[ServiceName, ...] = SERVICE_NAMES
+    *, state_dir: Path = DEFAULT_STATE_DIR, only: tuple[ServiceName, ...] | None = None
 ) -> dict[str, dict[str, Any]]:
+    """Each service's status; by default the default ones plus any optional one started here before."""
+    if only is None:
+        only = tuple(n for n in SERVICE_NAMES if n in DEFAULT_SERVICES or (Path(state_dir) / n).is_dir())
     return {name: service(name, state_dir=state_dir).status() for name in only}

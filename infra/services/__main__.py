@@ -1,4 +1,7 @@
-"""``python -m infra.services up|down|status|env [--only kafka|minio]``: the local Kafka and MinIO.
+"""``python -m infra.services up|down|status|env [--only kafka|minio|postgres|redis]``: local services.
+
+Without ``--only``, ``up`` starts Kafka and MinIO; PostgreSQL and Redis (the optional live-update
+stores of ``python -m lake.serve``) start only when named.
 
 ``up`` starts what is not running yet (in the background, state under ``.cache/services``) and
 prints the endpoints; ``down`` stops them, keeping their data; ``status`` says what runs (``--json``
@@ -17,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from infra.services import (
+    DEFAULT_SERVICES,
     DEFAULT_STATE_DIR,
     SERVICE_NAMES,
     MinioService,
+    PostgresService,
+    RedisService,
     ServiceError,
     ServiceName,
     down,
@@ -35,6 +41,10 @@ def _describe(info: dict[str, Any]) -> str:
     state = "ready" if info["ready"] else "NOT ANSWERING"
     if name == "kafka":
         where = f"bootstrap {info.get('bootstrap')}"
+    elif name in ("postgres", "redis"):
+        where = f"{info.get('host')}:{info.get('port')}"
+        if name == "postgres":
+            where += f"  database {info.get('database')}  user {info.get('user')}"
     else:
         where = f"endpoint {info.get('endpoint')}  console {info.get('console')}  bucket {info.get('bucket')}"
     took = f"  started in {info['start_seconds']} s" if info.get("start_seconds") else ""
@@ -42,8 +52,17 @@ def _describe(info: dict[str, Any]) -> str:
 
 
 def _env_lines(state_dir: Path) -> list[str]:
-    infos = status(state_dir=state_dir)
+    infos = status(state_dir=state_dir, only=SERVICE_NAMES)
     lines: list[str] = []
+    for store in (PostgresService(state_dir=state_dir), RedisService(state_dir=state_dir)):
+        if infos[store.name]["running"]:
+            prefix = f"CRYPTOLAKE_STORES_{store.name.upper()}"
+            lines += [
+                f"export {prefix}=true",
+                f"export {prefix}_HOST={shlex.quote(store.host)}",
+                f"export {prefix}_PORT={store.port}",
+                f"export {store.password_env}={shlex.quote(store.password)}",
+            ]
     if infos["kafka"]["running"]:
         bootstrap = shlex.quote(str(infos["kafka"]["bootstrap"]))
         lines.append(f"export CRYPTOLAKE_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
@@ -74,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    only: tuple[ServiceName, ...] = (args.only,) if args.only else SERVICE_NAMES
+    only: tuple[ServiceName, ...] | None = (args.only,) if args.only else None
     try:
         if args.command == "up":
-            infos = up(state_dir=args.state_dir, only=only)
+            infos = up(state_dir=args.state_dir, only=only or DEFAULT_SERVICES)
             for info in infos.values():
                 print(_describe(info))
             print(f"endpoints for cryptolake: python -m infra.services env --state-dir {args.state_dir}")
         elif args.command == "down":
-            down(state_dir=args.state_dir, only=only)
+            down(state_dir=args.state_dir, only=only or SERVICE_NAMES)
             for info in status(state_dir=args.state_dir, only=only).values():
                 print(_describe(info))
         elif args.command == "status":

@@ -140,12 +140,14 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     die_with_parent: bool = False,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` in its own session, stdout and stderr appended to ``log_path``.
 
     ``die_with_parent`` asks Linux to SIGTERM the child when this process dies, so a test session
     killed hard leaves no broker behind (safe to call from any thread); ``python -m infra.services
-    up`` leaves it off so the services outlive the command.
+    up`` leaves it off so the services outlive the command. ``user``: run as that OS user (root
+    starting PostgreSQL, which refuses to run as root).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -160,6 +162,7 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if die_with_parent else None,
+                user=user,
             )
 
     # Linux sends the death signal when the *thread* that forked exits, not the process: fork

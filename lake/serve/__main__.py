@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from lake.serve.feeds import KafkaTail, LandingTail, Source
 from lake.serve.settings import ServeRuntime, load_serve_runtime
+from lake.serve.stores import StoreWriter, open_stores
 
 
 def source_factory(runtime: ServeRuntime) -> Callable[[], Source] | None:
@@ -39,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     runtime = load_serve_runtime(
         args.config, overrides={"host": args.host, "port": args.port, "feed": args.feed}
     )
+    writers = [
+        StoreWriter(store, max_queued=runtime.stores.max_queued) for store in open_stores(runtime.stores)
+    ]
     app = create_app(
-        runtime.serve, runtime.lake, source_factory=source_factory(runtime), source_name=runtime.feed
+        runtime.serve,
+        runtime.lake,
+        source_factory=source_factory(runtime),
+        source_name=runtime.feed,
+        stores=writers,
     )
     where = runtime.staging if runtime.feed == "landing" else ",".join(runtime.kafka_servers)
     print(
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         f"feed {runtime.feed}{f' {where}' if runtime.feed != 'none' else ''})",
         flush=True,
     )
+    if writers:
+        print(f"live-update stores: {', '.join(w.store.name for w in writers)}", flush=True)
     uvicorn.run(
         app, host=runtime.serve.host, port=runtime.serve.port, log_level="warning", ws="websockets-sansio"
     )

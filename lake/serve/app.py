@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from lake.serve.hub import Filter, Hub, Published, Subscription
 from lake.serve.openapi import spec
 from lake.serve.queries import LakeReader, MissingTable
 from lake.serve.settings import ServeSettings
+from lake.serve.stores import StoreWriter
 from lake.tables import Lake
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Server:
     book: MarketBook
     stats: FeedStats
     source_factory: Callable[[], Source] | None
+    stores: list[StoreWriter] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
 
@@ -181,6 +183,7 @@ async def health(request: Request) -> Response:
             },
             "streams": {"clients": len(s.hub.subscriptions), "markets": len(s.hub.latest)},
             "cache": {"hits": s.reader.hits, "misses": s.reader.misses},
+            "stores": {w.store.name: w.status() for w in s.stores},
         }
     )
 
@@ -324,9 +327,16 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     server: Server = app.state.server
     await asyncio.to_thread(_prime_markets, server)
     task = None
+    for writer in server.stores:
+        writer.start()
     if server.source_factory is not None:
         feed = run_feed(
-            server.source_factory, server.book, server.hub, server.stats, interval_s=server.settings.poll_s
+            server.source_factory,
+            server.book,
+            server.hub,
+            server.stats,
+            interval_s=server.settings.poll_s,
+            taps=[w.offer for w in server.stores],
         )
         task = asyncio.create_task(feed, name="live-feed")
     try:
@@ -336,6 +346,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for writer in server.stores:
+            await asyncio.to_thread(writer.close)
 
 
 ROUTES = [
@@ -362,8 +374,11 @@ def create_app(
     *,
     source_factory: Callable[[], Source] | None = None,
     source_name: str = "none",
+    stores: Sequence[StoreWriter] = (),
 ) -> Starlette:
-    """The app; ``source_factory`` builds the live feed's source at start-up (``None``: no feed)."""
+    """The app; ``source_factory`` builds the live feed's source at start-up (``None``: no feed).
+    ``stores``: the live-update stores' writers, started and closed with the app, fed every batch
+    the feed publishes."""
     app = Starlette(routes=ROUTES, lifespan=_lifespan)
     app.state.server = Server(
         settings=settings,
@@ -372,5 +387,6 @@ def create_app(
         book=MarketBook(),
         stats=FeedStats(source=source_name),
         source_factory=source_factory,
+        stores=list(stores),
     )
     return app

@@ -32,7 +32,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -289,13 +289,16 @@ async def run_feed(
     *,
     interval_s: float = 0.2,
     backoff: Backoff | None = None,
+    taps: Sequence[Callable[[list[dict[str, Any]]], None]] = (),
 ) -> None:
     """Build a source with ``factory`` and poll it (in a worker thread, decoding there too),
     publishing to ``hub``, until cancelled. A source that cannot be built (Kafka down) or a poll
     that fails is logged at WARNING with its delay, counted in ``stats`` and retried with capped,
     jittered backoff (a failing poll closes the source and builds a new one); never raised, so the
-    server keeps serving REST. A landing tail's poll returns at once: the loop sleeps
-    ``interval_s`` between polls; a Kafka poll waits for records itself."""
+    server keeps serving REST. Every published batch also goes to each of ``taps`` (the
+    live-update stores' :meth:`lake.serve.stores.StoreWriter.offer`, which never blocks). A
+    landing tail's poll returns at once: the loop sleeps ``interval_s`` between polls; a Kafka
+    poll waits for records itself."""
     backoff = backoff or Backoff(initial=0.5, cap=30.0)
 
     def step(source: Source) -> list[dict[str, Any]]:
@@ -312,6 +315,8 @@ async def run_feed(
                     stats.last_poll_s = time.time()
                     if states:
                         hub.publish(states)
+                        for tap in taps:
+                            tap(states)
                     elapsed = time.monotonic() - started
                     if isinstance(source, LandingTail) and elapsed < interval_s:
                         await asyncio.sleep(interval_s - elapsed)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lake.config import ConfigError, load_section, read_yaml
+from lake.config import ConfigError, Secret, load_section, read_yaml
 from lake.tables import Lake, LakeSettings
 
 Feed = Literal["auto", "kafka", "landing", "none"]
@@ -49,6 +49,43 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoreSettings:
+    """The optional live-update stores (YAML section ``stores:``, env ``CRYPTOLAKE_STORES_<KEY>``).
+
+    Off by default. ``postgres``: upsert the latest ticker/L1 state per market into
+    ``live_tickers`` and append every update to ``live_ticker_history``. ``redis``: L1 snapshots
+    as ``orderbook:<exchange>:<native symbol>`` hashes plus a sorted set per market
+    (``...:quotes``, score = event time in ms) trimmed to ``redis_retention_s`` seconds before the
+    market's newest quote and to at most ``redis_max_quotes`` quotes. ``max_queued``: batches
+    waiting for one store beyond which new ones are dropped (and counted). Passwords are secrets:
+    only from ``CRYPTOLAKE_STORES_POSTGRES_PASSWORD`` / ``CRYPTOLAKE_STORES_REDIS_PASSWORD``
+    (``python -m infra.services env`` prints them for the servers ``make infra-up`` starts).
+    """
+
+    postgres: bool = False
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_database: str = "cryptolake"
+    postgres_user: str = "cryptolake"
+    postgres_password: Secret | None = None
+    redis: bool = False
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: Secret | None = None
+    redis_retention_s: float = 3600.0
+    redis_max_quotes: int = 100_000
+    max_queued: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.redis_retention_s <= 0 or self.redis_max_quotes < 0 or self.max_queued < 1:
+            raise ConfigError(
+                "stores.redis_retention_s must be > 0, redis_max_quotes >= 0 (0: no count bound), "
+                "max_queued >= 1"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServeRuntime:
     """Everything the server reads: its settings, the lake, and where its feed is."""
 
@@ -59,6 +96,7 @@ class ServeRuntime:
     landing_root: Path | None
     kafka_servers: tuple[str, ...] = ()
     kafka_prefix: str = ""
+    stores: StoreSettings = field(default_factory=StoreSettings)
 
 
 def load_serve_runtime(
@@ -88,4 +126,5 @@ def load_serve_runtime(
         landing_root=None if is_s3 else Path(landing.root),
         kafka_servers=kafka.bootstrap_servers,
         kafka_prefix=kafka.topic_prefix,
+        stores=load_section(StoreSettings, "stores", config=config),
     )
