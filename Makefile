@@ -30,7 +30,7 @@ format: setup ## Apply ruff fixes and formatting
 	$(PY) -m ruff format .
 
 test: export CRYPTOLAKE_SETUP_CHROMIUM = 1
-test: export CRYPTOLAKE_SETUP_SERVICES = kafka,minio
+test: export CRYPTOLAKE_SETUP_SERVICES = kafka,minio,postgres,redis
 test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -61,13 +61,13 @@ ONLY ?=
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
 infra-up: export CRYPTOLAKE_SETUP_SERVICES = $(if $(ONLY),$(ONLY),kafka,minio)
-infra-up: setup ## Start local Kafka (KRaft) and MinIO in the background (ONLY=kafka|minio); state in .cache/services
+infra-up: setup ## Start local Kafka (KRaft) and MinIO in the background (ONLY=kafka|minio|postgres|redis); state in .cache/services
 	$(PY) -m infra.services up $(ONLY_ARG)
 
-infra-down: ## Stop the local Kafka and MinIO started by infra-up (their data stays in .cache/services)
+infra-down: ## Stop the local services started by infra-up (their data stays in .cache/services; ONLY=...)
 	$(PY) -m infra.services down $(ONLY_ARG)
 
-infra-status: ## Show whether local Kafka and MinIO run, with endpoints (python -m infra.services env: exports)
+infra-status: ## Show whether the local services run, with endpoints (python -m infra.services env: exports)
 	$(PY) -m infra.services status $(ONLY_ARG)
 
 clean: ## Remove local lake data, checkpoints and caches (keeps .venv and the jars)

@@ -50,6 +50,31 @@ if [ "${1:-}" = chromium ]; then
 fi
 # --- end of the chromium block ---
 
+# --- PostgreSQL and Redis: the optional live-update stores of python -m lake.serve: Debian's
+# packages, installed only when missing (apt-get is idempotent; the package's own service start is
+# not used, infra.services runs the servers). Debian puts PostgreSQL's server in
+# /usr/lib/postgresql/<major>/bin, off PATH: infra/postgres finds it there.
+apt_server() {  # apt_server <name> <package> <installed-check command...>
+  local name=$1 package=$2
+  shift 2
+  if "$@" >/dev/null 2>&1; then
+    say "$name present"
+    return
+  fi
+  need apt-get "Debian's $package package by hand (apt-get is missing)"
+  local as_root=()
+  [ "$(id -u)" -eq 0 ] || { need sudo "$package as root (apt-get install $package)"; as_root=(sudo); }
+  say "installing Debian's $package (the $name live-update store of python -m lake.serve)"
+  "${as_root[@]}" apt-get install -y --no-install-recommends "$package" \
+    || die "apt-get install $package failed (see above): run 'apt-get update' if the lists are old, then re-run 'bash infra/setup.sh $name'"
+}
+install_postgres() { apt_server postgres postgresql bash -c 'ls /usr/lib/postgresql/*/bin/postgres || command -v postgres'; }
+install_redis() { apt_server redis redis-server command -v redis-server; }
+
+if [ "${1:-}" = postgres ]; then install_postgres; exit 0; fi
+if [ "${1:-}" = redis ]; then install_redis; exit 0; fi
+# --- end of the live-update stores block ---
+
 # 1. Python virtual environment and the package in editable mode with dev extras.
 py_stamp=$STAMPS/python-$(hash_of pyproject.toml)
 if [ -x "$VENV/bin/python" ] && [ -f "$py_stamp" ]; then
@@ -103,16 +128,19 @@ build_minio() {
   [ -x "$minio_bin" ] || die "go install finished but $minio_bin is missing: check GOBIN/GOFLAGS, then re-run 'bash infra/setup.sh minio'"
 }
 
-# The local Kafka broker and MinIO are needed only by BUS=kafka, s3a:// lakes, `make infra-up` and the
-# integration tests, so they are installed only when asked: CRYPTOLAKE_SETUP_SERVICES=kafka,minio
-# (`make test` and `make infra-up` set it; `make run BUS=kafka` asks for kafka), or
-# `bash infra/setup.sh kafka|minio` runs that step alone.
+# The local Kafka broker, MinIO, PostgreSQL and Redis are needed only by BUS=kafka, s3a:// lakes, the
+# live-update stores, `make infra-up` and the integration tests, so they are installed only when
+# asked: CRYPTOLAKE_SETUP_SERVICES=kafka,minio,postgres,redis (`make test` and `make infra-up` set
+# it; `make run BUS=kafka` asks for kafka), or `bash infra/setup.sh kafka|minio|postgres|redis`
+# runs that step alone.
 if [ "${1:-}" = kafka ]; then fetch_jars kafka; exit 0; fi
 if [ "${1:-}" = minio ]; then build_minio; exit 0; fi
 
 fetch_jars spark
 case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,kafka,*) fetch_jars kafka ;; esac
 case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,minio,*) build_minio ;; esac
+case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,postgres,*) install_postgres ;; esac
+case ",${CRYPTOLAKE_SETUP_SERVICES:-}," in *,redis,*) install_redis ;; esac
 
 # --- web: the page's JavaScript for python -m lake.serve (owned by lake/serve; keep this block apart) ---
 # TradingView's lightweight-charts from npm into the git-ignored .cache/web (served by the server,
