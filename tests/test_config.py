@@ -59,7 +59,7 @@ def settings_sections() -> dict[str, type[Any]]:
     from extractors.sinks.landing import LandingSettings
     from extractors.sinks.spool import SpoolSettings
     from lake.maintenance import MaintenanceSettings
-    from lake.serve.settings import ServeSettings
+    from lake.serve.settings import ServeSettings, StoreSettings
     from lake.session import SparkSettings
     from lake.sql import SqlSettings
     from lake.tables import LakeSettings
@@ -84,6 +84,7 @@ def settings_sections() -> dict[str, type[Any]]:
         "thrift": ThriftSettings,
         "maintenance": MaintenanceSettings,
         "serve": ServeSettings,
+        "stores": StoreSettings,
     }
 
 
@@ -140,6 +141,7 @@ def test_example_config_loads_each_section_and_lists_every_key(section: str) -> 
         "thrift",
         "maintenance",
         "serve",
+        "stores",
         "spool",
         "kafka",
     ],

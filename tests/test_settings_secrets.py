@@ -15,6 +15,7 @@ import yaml
 
 from extractors.sinks.landing import LandingSettings
 from lake.config import ConfigError, Secret, env_var, load_section, read_yaml, secret_fields
+from lake.serve.settings import StoreSettings
 from lake.session import SparkSettings, spark_conf
 from spark_jobs.runtime import BronzeSettings
 
@@ -25,6 +26,7 @@ SECRET_HOLDERS: list[tuple[str, type[Any]]] = [
     ("spark", SparkSettings),
     ("landing", LandingSettings),
     ("bronze", BronzeSettings),
+    ("stores", StoreSettings),
 ]
 
 
@@ -45,6 +47,8 @@ def test_every_s3_key_and_the_kafka_jaas_config_is_a_secret_field() -> None:
         ("landing", "s3_access_key"),
         ("landing", "s3_secret_key"),
         ("bronze", "kafka_sasl_jaas_config"),
+        ("stores", "postgres_password"),
+        ("stores", "redis_password"),
     }
 
 
