@@ -17,7 +17,8 @@ replaces it, and a duplicate (same time) changes nothing, in either store.
 - ``live_ticker_history``: every update, append-only, keyed (exchange, native_symbol, channel,
   event_ts) like ``silver.tickers`` and ``silver.l1_quotes``, so a re-sent update is kept once.
 
-**Redis** (:class:`RedisStore`), channel ``l1``:
+**Redis** (:class:`RedisStore`), the L1 quotes ``silver.l1_quotes`` takes: channel ``l1``, and the
+tickers of the exchanges whose tickers carry the best bid/ask (:data:`TICKER_QUOTE_EXCHANGES`):
 
 - ``orderbook:<exchange>:<native symbol>``: a hash with the newest best bid/ask;
 - ``orderbook:<exchange>:<native symbol>:quotes``: a sorted set of quotes (JSON members, score =
@@ -49,6 +50,9 @@ State = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 QUOTE_FIELDS = ("bid", "bid_size", "ask", "ask_size")
 PRICE_FIELDS = ("last", "bid", "bid_size", "ask", "ask_size", "last_usdt", "mid_usdt")
+#: Exchanges whose ticker is also an L1 quote (``spark_jobs.parsers.TICKER_L1_EXCHANGES``, kept
+#: here so the server imports no Spark; a test checks they agree). A Binance mini ticker has no book.
+TICKER_QUOTE_EXCHANGES = frozenset({"kucoin", "coinbase"})
 
 
 def event_ns(state: State) -> int:
@@ -201,6 +205,12 @@ def quote_of(state: State) -> dict[str, Any]:
     return {"time_ms": event_ns(state) // 1_000_000, **{f: state.get(f) for f in QUOTE_FIELDS}}
 
 
+def is_quote(state: State) -> bool:
+    """Whether the state is an L1 quote: an ``l1`` update, or a ticker that carries the book."""
+    channel = state.get("channel")
+    return channel == "l1" or (channel == "ticker" and state.get("exchange") in TICKER_QUOTE_EXCHANGES)
+
+
 def last_per_second(quotes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The last quote of each second (what ``gold.l1_1s`` keeps), from time-ordered quotes."""
     by_second: dict[int, dict[str, Any]] = {}
@@ -237,7 +247,7 @@ class RedisStore:
         return self._client
 
     def write(self, states: Sequence[State]) -> None:
-        quotes = [s for s in states if s.get("channel") == "l1"]
+        quotes = [s for s in states if is_quote(s) and s.get("bid") is not None and s.get("ask") is not None]
         if not quotes:
             return
         client = self.connect()

@@ -22,7 +22,14 @@ from lake.config import reveal
 from lake.serve.app import create_app
 from lake.serve.feeds import LandingTail
 from lake.serve.settings import ServeSettings, StoreSettings
-from lake.serve.stores import PostgresStore, RedisStore, StoreWriter, last_per_second
+from lake.serve.stores import (
+    TICKER_QUOTE_EXCHANGES,
+    PostgresStore,
+    RedisStore,
+    StoreWriter,
+    is_quote,
+    last_per_second,
+)
 from lake.tables import Lake, LakeSettings
 from tests.conftest import seconds
 from tests.serve.helpers import running_server
@@ -156,8 +163,13 @@ def test_redis_hash_holds_the_newest_quote_and_a_time_range_returns_exactly_its_
     writer = StoreWriter(store)
     try:
         feed(writer, UPDATES, batch=5)
-        l1 = [s for s in UPDATES if s["channel"] == "l1"]
-        for exchange, native in ((KU, "BTC-USDT"), (BN, "BTCUSDT")):
+        # The quotes silver.l1_quotes takes: L1 updates, and KuCoin's and Coinbase's tickers.
+        l1 = [
+            s
+            for s in UPDATES
+            if s["channel"] == "l1" or (s["channel"], s["exchange"]) in {("ticker", KU), ("ticker", CB)}
+        ]
+        for exchange, native in ((KU, "BTC-USDT"), (BN, "BTCUSDT"), (CB, "BTC-USD")):
             mine = [s for s in l1 if (s["exchange"], s["native_symbol"]) == (exchange, native)]
             newest = max(mine, key=order)
             snapshot = store.latest(exchange, native)
@@ -167,7 +179,7 @@ def test_redis_hash_holds_the_newest_quote_and_a_time_range_returns_exactly_its_
                 "1.5",
             )
             assert int(snapshot["time_ms"]) == order(newest)[0] // 1_000_000
-        assert store.latest(CB, "BTC-USD") == {}, "tickers are not L1 snapshots"
+        assert store.latest(CB, "BTC-USD")["bid"] == "99.7", "the late older ticker does not overwrite"
 
         start, end = T0 + 200, T0 + 1300  # [start, end): the quote at T0 + 1300 is outside
         got = store.quotes(KU, "BTC-USDT", start_ms=start, end_ms=end)
@@ -183,6 +195,14 @@ def test_redis_hash_holds_the_newest_quote_and_a_time_range_returns_exactly_its_
         assert [q["time_ms"] for q in last_per_second(everything)] == [T0 + 900, T0 + 1300, T0 + 2500]
     finally:
         writer.close()
+
+
+def test_the_stores_quotes_are_the_ones_silver_l1_quotes_takes() -> None:
+    from spark_jobs.parsers import TICKER_L1_EXCHANGES
+
+    assert set(TICKER_L1_EXCHANGES) == TICKER_QUOTE_EXCHANGES
+    assert not is_quote(state(BN, "BTCUSDT", "ticker", T0, last="1", bid="1", ask="2"))
+    assert not is_quote(state(KU, "BTC-USDT", "trades", T0, last="1"))
 
 
 def test_redis_trims_quotes_older_than_the_retention_and_beyond_the_count_bound(
