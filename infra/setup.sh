@@ -65,8 +65,10 @@ apt_server() {  # apt_server <name> <package> <installed-check command...>
   local as_root=()
   [ "$(id -u)" -eq 0 ] || { need sudo "$package as root (apt-get install $package)"; as_root=(sudo); }
   say "installing Debian's $package (the $name live-update store of python -m lake.serve)"
+  # A fresh machine's package lists may be missing or old: refresh them once and try again.
   "${as_root[@]}" apt-get install -y --no-install-recommends "$package" \
-    || die "apt-get install $package failed (see above): run 'apt-get update' if the lists are old, then re-run 'bash infra/setup.sh $name'"
+    || { "${as_root[@]}" apt-get update && "${as_root[@]}" apt-get install -y --no-install-recommends "$package"; } \
+    || die "apt-get install $package failed (see above): check access to Debian's mirrors, then re-run 'bash infra/setup.sh $name'"
 }
 install_postgres() { apt_server postgres postgresql bash -c 'ls /usr/lib/postgresql/*/bin/postgres || command -v postgres'; }
 install_redis() { apt_server redis redis-server command -v redis-server; }
