@@ -225,6 +225,14 @@ def test_redis_trims_quotes_older_than_the_retention_and_beyond_the_count_bound(
         by_count.close()
 
 
+def both(postgres: StoreSettings, redis: StoreSettings) -> StoreSettings:
+    """Settings with both stores on: PostgreSQL's from ``postgres``, Redis's from ``redis``."""
+    from dataclasses import replace
+
+    keys = ("redis_host", "redis_port", "redis_db", "redis_password")
+    return replace(postgres, redis=True, **{k: getattr(redis, k) for k in keys})
+
+
 def kucoin_level1(bid: str, ask: str, t_ms: int) -> str:
     data = {"asks": [ask, "2"], "bids": [bid, "3"], "timestamp": t_ms}
     return json.dumps(
@@ -235,16 +243,8 @@ def kucoin_level1(bid: str, ask: str, t_ms: int) -> str:
 def test_the_server_feeds_both_stores_from_its_live_feed(
     tmp_path: Path, postgres_store_settings: StoreSettings, redis_store_settings: StoreSettings
 ) -> None:
-    from dataclasses import replace
 
-    stores = replace(
-        postgres_store_settings,
-        redis=True,
-        **{
-            k: getattr(redis_store_settings, k)
-            for k in ("redis_host", "redis_port", "redis_db", "redis_password")
-        },
-    )
+    stores = both(postgres_store_settings, redis_store_settings)
     writers = [StoreWriter(PostgresStore(stores)), StoreWriter(RedisStore(stores))]
     landing = landing_writer(tmp_path / "landing")
     staging = tmp_path / "landing" / "_staging"
