@@ -13,7 +13,9 @@ replaces it, and a duplicate (same time) changes nothing, in either store.
 
 **PostgreSQL** (:class:`PostgresStore`), channels ``ticker`` and ``l1``:
 
-- ``live_tickers``: one row per (exchange, native_symbol), upserted with the newest state;
+- ``live_tickers``: one row per (exchange, native_symbol): the newest ticker's ``last`` (and
+  ``last_usdt``, ``last_ts``) and the newest quote's best bid/ask (``quote_ts``; the quotes are
+  the ones ``silver.l1_quotes`` takes, see :func:`is_quote`), each part upserted on its own time;
 - ``live_ticker_history``: every update, append-only, keyed (exchange, native_symbol, channel,
   event_ts) like ``silver.tickers`` and ``silver.l1_quotes``, so a re-sent update is kept once.
 
@@ -61,6 +63,14 @@ def event_ns(state: State) -> int:
     return int(ms) * 1_000_000 if isinstance(ms, int) else int(state.get("recv_ts_ns") or 0)
 
 
+def is_quote(state: State) -> bool:
+    """Whether the state is an L1 quote: an ``l1`` update or a ticker that carries the book, with
+    both sides."""
+    channel = state.get("channel")
+    book = channel == "l1" or (channel == "ticker" and state.get("exchange") in TICKER_QUOTE_EXCHANGES)
+    return book and state.get("bid") is not None and state.get("ask") is not None
+
+
 class Store(Protocol):
     name: str
 
@@ -71,60 +81,85 @@ class Store(Protocol):
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
-_COLUMNS = (
-    "exchange",
-    "native_symbol",
-    "symbol",
-    "base",
-    "quote",
-    "channel",
-    *PRICE_FIELDS,
-    "event_ts",
-    "recv_ts_ns",
-)
-_PRICE_DDL = ", ".join(f"{c} numeric" for c in PRICE_FIELDS)
+#: The columns both tables share; the history adds ``channel`` and the update's ``event_ts``.
+_LAST = ("last", "last_usdt")  # from tickers
+_QUOTE = ("bid", "bid_size", "ask", "ask_size", "mid_usdt")  # from L1 quotes
+_LATEST = ("exchange", "native_symbol", "symbol", "base", "quote", *_LAST, "last_ts", *_QUOTE, "quote_ts")
+_HISTORY = ("exchange", "native_symbol", "symbol", "base", "quote", "channel", *PRICE_FIELDS, "event_ts")
+
+
+def _numeric(names: Iterable[str]) -> str:
+    return ", ".join(f"{c} numeric" for c in names)
+
+
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS live_tickers (
     exchange text NOT NULL, native_symbol text NOT NULL, symbol text, base text, quote text,
-    channel text NOT NULL, {_PRICE_DDL}, event_ts timestamptz NOT NULL, recv_ts_ns bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    {_numeric(_LAST)}, last_ts timestamptz, {_numeric(_QUOTE)}, quote_ts timestamptz,
+    recv_ts_ns bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (exchange, native_symbol)
 );
 CREATE TABLE IF NOT EXISTS live_ticker_history (
     exchange text NOT NULL, native_symbol text NOT NULL, symbol text, base text, quote text,
-    channel text NOT NULL, {_PRICE_DDL}, event_ts timestamptz NOT NULL, recv_ts_ns bigint NOT NULL,
-    inserted_at timestamptz NOT NULL DEFAULT now(),
+    channel text NOT NULL, {_numeric(PRICE_FIELDS)}, event_ts timestamptz NOT NULL,
+    recv_ts_ns bigint NOT NULL, inserted_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (exchange, native_symbol, channel, event_ts)
 );
 """
-_VALUES = ", ".join(["%s"] * len(_COLUMNS))
+
+
+def _newer(ts: str) -> str:
+    return f"(EXCLUDED.{ts} IS NOT NULL AND (t.{ts} IS NULL OR EXCLUDED.{ts} > t.{ts}))"
+
+
+def _take(columns: Iterable[str], ts: str) -> str:
+    """``SET`` items that take the new values of ``columns`` when ``ts`` is newer, else keep."""
+    return ", ".join(f"{c} = CASE WHEN {_newer(ts)} THEN EXCLUDED.{c} ELSE t.{c} END" for c in columns)
+
+
+def _insert(table: str, columns: Sequence[str], alias: str = "") -> str:
+    names = ", ".join([*columns, "recv_ts_ns"])
+    return f"INSERT INTO {table}{alias} ({names}) VALUES ({', '.join(['%s'] * (len(columns) + 1))})"
+
+
+#: The ticker part and the quote part of a row each change only for a newer update of their own
+#: kind (a ticker's time says nothing about how fresh the book is, and the other way round).
 _UPSERT = (
-    f"INSERT INTO live_tickers AS t ({', '.join(_COLUMNS)}) VALUES ({_VALUES}) "
-    "ON CONFLICT (exchange, native_symbol) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
-    + ", updated_at = now() WHERE (t.event_ts, t.recv_ts_ns) < (EXCLUDED.event_ts, EXCLUDED.recv_ts_ns)"
+    _insert("live_tickers", _LATEST, " AS t")
+    + " ON CONFLICT (exchange, native_symbol) DO UPDATE SET "
+    + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, t.{c})" for c in ("symbol", "base", "quote"))
+    + f", {_take([*_LAST, 'last_ts'], 'last_ts')}, {_take([*_QUOTE, 'quote_ts'], 'quote_ts')}"
+    + ", recv_ts_ns = GREATEST(t.recv_ts_ns, EXCLUDED.recv_ts_ns), updated_at = now()"
+    + f" WHERE {_newer('last_ts')} OR {_newer('quote_ts')}"
 )
-_APPEND = f"INSERT INTO live_ticker_history ({', '.join(_COLUMNS)}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING"
+_APPEND = _insert("live_ticker_history", _HISTORY) + " ON CONFLICT DO NOTHING"
 
 
 def _decimal(text: Any) -> Decimal | None:
     return Decimal(str(text)) if text is not None else None
 
 
-def postgres_row(state: State) -> tuple[Any, ...]:
-    """A state as a row of :data:`_COLUMNS` (prices exact, times as ``timestamptz``)."""
-    ns = event_ns(state)
-    return (
+def _ts(ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def postgres_rows(state: State) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A state as a ``live_tickers`` row (the ticker part only from a ticker, the quote part only
+    from a quote) and a ``live_ticker_history`` row; prices exact, times ``timestamptz``."""
+    names = (
         state["exchange"],
         state["native_symbol"],
         state.get("symbol"),
         state.get("base"),
         state.get("quote"),
-        state.get("channel"),
-        *(_decimal(state.get(f)) for f in PRICE_FIELDS),
-        EPOCH + timedelta(microseconds=ns // 1000),
-        int(state.get("recv_ts_ns") or 0),
     )
+    at, recv = _ts(event_ns(state)), int(state.get("recv_ts_ns") or 0)
+    ticker, quote = state.get("channel") == "ticker", is_quote(state)
+    last = tuple(_decimal(state.get(c)) if ticker else None for c in _LAST)
+    book = tuple(_decimal(state.get(c)) if quote else None for c in _QUOTE)
+    latest = (*names, *last, at if ticker else None, *book, at if quote else None, recv)
+    history = (*names, state.get("channel"), *(_decimal(state.get(c)) for c in PRICE_FIELDS), at, recv)
+    return latest, history
 
 
 class PostgresStore:
@@ -156,13 +191,13 @@ class PostgresStore:
         return self._conn
 
     def write(self, states: Sequence[State]) -> None:
-        rows = [postgres_row(s) for s in states if s.get("channel") in self.channels]
+        rows = [postgres_rows(s) for s in states if s.get("channel") in self.channels]
         if not rows:
             return
         conn = self.connect()
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(_APPEND, rows)
-            cur.executemany(_UPSERT, rows)
+            cur.executemany(_APPEND, [history for _, history in rows])
+            cur.executemany(_UPSERT, [latest for latest, _ in rows])
 
     def close(self) -> None:
         if self._conn is not None:
@@ -205,12 +240,6 @@ def quote_of(state: State) -> dict[str, Any]:
     return {"time_ms": event_ns(state) // 1_000_000, **{f: state.get(f) for f in QUOTE_FIELDS}}
 
 
-def is_quote(state: State) -> bool:
-    """Whether the state is an L1 quote: an ``l1`` update, or a ticker that carries the book."""
-    channel = state.get("channel")
-    return channel == "l1" or (channel == "ticker" and state.get("exchange") in TICKER_QUOTE_EXCHANGES)
-
-
 def last_per_second(quotes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The last quote of each second (what ``gold.l1_1s`` keeps), from time-ordered quotes."""
     by_second: dict[int, dict[str, Any]] = {}
@@ -247,7 +276,7 @@ class RedisStore:
         return self._client
 
     def write(self, states: Sequence[State]) -> None:
-        quotes = [s for s in states if is_quote(s) and s.get("bid") is not None and s.get("ask") is not None]
+        quotes = [s for s in states if is_quote(s)]
         if not quotes:
             return
         client = self.connect()

@@ -78,6 +78,9 @@ UPDATES = [
     state(BN, "BTCUSDT", "l1", T0 + 100, bid="100", ask="100.01", has_event_time=False),
     state(KU, "BTC-USDT", "l1", T0 + 1300, bid="100.2", ask="100.3"),
     state(BN, "BTCUSDT", "l1", T0 + 900, bid="100.4", ask="100.41", has_event_time=False),
+    # A mini ticker has no book (its bid/ask are the feed's merged state) and an event time before
+    # the last quote's receive time: it updates last, not the quote.
+    state(BN, "BTCUSDT", "ticker", T0 + 600, last="100.45", bid="100.4", ask="100.41"),
     state(BN, "BTCUSDT", "trades", T0 + 950, last="100.5", bid="100.4", ask="100.41"),  # no store's
     state(CB, "BTC-USD", "ticker", T0 + 500, last="99.8", bid="99.7", ask="99.9"),
     state(CB, "BTC-USD", "ticker", T0 + 100, last="98", bid="97", ask="99"),  # older, arrives late
@@ -92,6 +95,14 @@ def order(s: dict[str, Any]) -> tuple[int, int]:
     return t, s["recv_ts_ns"]
 
 
+#: (channel, exchange) of the tickers that are also quotes (as silver.l1_quotes takes them).
+TICKER_QUOTES = {("ticker", KU), ("ticker", CB)}
+
+
+def ts(s: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(order(s)[0] / 1e9, tz=UTC)
+
+
 def row(s: dict[str, Any]) -> tuple[Any, ...]:
     def dec(v: str | None) -> Decimal | None:
         return Decimal(v) if v is not None else None
@@ -100,20 +111,43 @@ def row(s: dict[str, Any]) -> tuple[Any, ...]:
     return (s["exchange"], s["native_symbol"], s["channel"], dec(s["last"]), dec(s["bid"]), dec(s["ask"]), ts)
 
 
-def expected_latest(updates: list[dict[str, Any]], channels: set[str]) -> set[tuple[Any, ...]]:
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+def expected_latest(updates: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Per market: the newest ticker's last and the newest quote's bid and ask, with their times."""
+    tickers: dict[tuple[str, str], dict[str, Any]] = {}
+    quotes: dict[tuple[str, str], dict[str, Any]] = {}
     for s in updates:
         key = (s["exchange"], s["native_symbol"])
-        if s["channel"] in channels and (key not in newest or order(s) > order(newest[key])):
-            newest[key] = s
-    return {row(s) for s in newest.values()}
+        quote = s["bid"] is not None and (
+            s["channel"] == "l1" or (s["channel"], s["exchange"]) in TICKER_QUOTES
+        )
+        for newest, taken in ((tickers, s["channel"] == "ticker"), (quotes, quote)):
+            if taken and (key not in newest or order(s) > order(newest[key])):
+                newest[key] = s
+    rows = set()
+    for key in tickers.keys() | quotes.keys():
+        t, q = tickers.get(key), quotes.get(key)
+        rows.add(
+            (
+                *key,
+                Decimal(t["last"]) if t else None,
+                ts(t) if t else None,
+                Decimal(q["bid"]) if q else None,
+                Decimal(q["ask"]) if q else None,
+                ts(q) if q else None,
+            )
+        )
+    return rows
 
 
 def expected_history(updates: list[dict[str, Any]], channels: set[str]) -> set[tuple[Any, ...]]:
     return {row(s) for s in updates if s["channel"] in channels}
 
 
-SELECT = "SELECT exchange, native_symbol, channel, last, bid, ask, event_ts FROM {}"
+SELECT = {
+    "live_tickers": "SELECT exchange, native_symbol, last, last_ts, bid, ask, quote_ts FROM live_tickers",
+    "live_ticker_history": "SELECT exchange, native_symbol, channel, last, bid, ask, event_ts"
+    " FROM live_ticker_history",
+}
 
 
 def query(settings: StoreSettings, table: str) -> list[tuple[Any, ...]]:
@@ -124,7 +158,7 @@ def query(settings: StoreSettings, table: str) -> list[tuple[Any, ...]]:
         user=settings.postgres_user,
         password=reveal(settings.postgres_password),
     ) as conn:
-        return conn.execute(SELECT.format(table)).fetchall()  # type: ignore[arg-type]
+        return conn.execute(SELECT[table]).fetchall()  # type: ignore[arg-type]
 
 
 def feed(writer: StoreWriter, updates: list[dict[str, Any]], *, batch: int = 4) -> None:
@@ -149,7 +183,7 @@ def test_postgres_keeps_the_newest_update_per_market_and_every_distinct_update_o
     channels = {"ticker", "l1"}
     latest = query(postgres_store_settings, "live_tickers")
     assert len(latest) == 3, "one row per exchange and symbol"
-    assert set(latest) == expected_latest(UPDATES, channels)
+    assert set(latest) == expected_latest(UPDATES)
     history = query(postgres_store_settings, "live_ticker_history")
     assert len(history) == len(set(history)) == len(UPDATES) - 2  # the duplicate once, no trade
     assert set(history) == expected_history(UPDATES, channels)
@@ -164,11 +198,7 @@ def test_redis_hash_holds_the_newest_quote_and_a_time_range_returns_exactly_its_
     try:
         feed(writer, UPDATES, batch=5)
         # The quotes silver.l1_quotes takes: L1 updates, and KuCoin's and Coinbase's tickers.
-        l1 = [
-            s
-            for s in UPDATES
-            if s["channel"] == "l1" or (s["channel"], s["exchange"]) in {("ticker", KU), ("ticker", CB)}
-        ]
+        l1 = [s for s in UPDATES if s["channel"] == "l1" or (s["channel"], s["exchange"]) in TICKER_QUOTES]
         for exchange, native in ((KU, "BTC-USDT"), (BN, "BTCUSDT"), (CB, "BTC-USD")):
             mine = [s for s in l1 if (s["exchange"], s["native_symbol"]) == (exchange, native)]
             newest = max(mine, key=order)
@@ -274,7 +304,7 @@ def test_the_server_feeds_both_stores_from_its_live_feed(
         landing.close()
     latest = query(stores, "live_tickers")
     ts = datetime.fromtimestamp((T0 + 1200) / 1000, tz=UTC)
-    assert latest == [(KU, "BTC-USDT", "l1", None, Decimal("98"), Decimal("102"), ts)]
+    assert latest == [(KU, "BTC-USDT", None, None, Decimal("98"), Decimal("102"), ts)]
     assert len(query(stores, "live_ticker_history")) == 3
     redis_store = RedisStore(stores)
     try:

@@ -23,7 +23,7 @@ from tests.serve.test_stores import T0, UPDATES, both, feed, order, query
 
 pytestmark = pytest.mark.spark
 
-QUOTES = [s for s in UPDATES if is_quote(s) and s["bid"] is not None and s["ask"] is not None]
+QUOTES = [s for s in UPDATES if is_quote(s)]
 
 
 def at(ns: int) -> datetime:
@@ -81,7 +81,7 @@ def test_stores_hold_the_latest_of_gold_l1_latest_and_redis_ranges_equal_gold_l1
     assert in_redis == gold_latest
     in_postgres = {
         (ex, sym): (bid, ask, round(ts.timestamp() * 1000))
-        for ex, sym, _channel, _last, bid, ask, ts in query(stores, "live_tickers")
+        for ex, sym, _last, _last_ts, bid, ask, ts in query(stores, "live_tickers")
     }
     assert in_postgres == gold_latest
 
