@@ -8,8 +8,8 @@ down database never slows the feed: batches beyond ``stores.max_queued`` are dro
 A failed write is retried with capped, jittered backoff on a new connection.
 
 Ordering: an update's time is the exchange's event time, or the receive time when the frame has
-none (Binance ``bookTicker``), then the receive time. An update older than the stored one never
-replaces it, and a duplicate (same time) changes nothing, in either store.
+none (Binance ``bookTicker``). An update older than the stored one never replaces it, and a
+duplicate (same time) changes nothing, in either store (Redis breaks equal times by receive time).
 
 **PostgreSQL** (:class:`PostgresStore`), channels ``ticker`` and ``l1``:
 
