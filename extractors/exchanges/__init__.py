@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from extractors.exchanges import binance, coinbase, kucoin
+from extractors.exchanges import binance, coinbase, kraken, kucoin
 from extractors.exchanges.base import Connector
 
 #: Every supported exchange; adding one is a new module here and nothing else.
-CONNECTORS: dict[str, Connector] = {"binance": binance, "kucoin": kucoin, "coinbase": coinbase}
+CONNECTORS: dict[str, Connector] = {
+    "binance": binance,
+    "kucoin": kucoin,
+    "coinbase": coinbase,
+    "kraken": kraken,
+}
 
 
 def connector(name: str) -> Connector:

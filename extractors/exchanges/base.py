@@ -48,12 +48,17 @@ class UnknownFrame(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RestRequest:
-    """One REST call. ``weight`` is in the exchange's rate-limit units (1 where it counts requests)."""
+    """One REST call. ``weight`` is in the exchange's rate-limit units (1 where it counts requests).
+
+    ``walk`` is never sent: the connector's own note from one gap-fill page to the next, for a
+    venue whose cursor is not the trade id (Kraken pages by time and walks back to find the id).
+    """
 
     method: Literal["GET", "POST"]
     path: str
     params: tuple[tuple[str, str], ...] = ()
     weight: int = 1
+    walk: str = ""
 
     @property
     def target(self) -> str:
