@@ -114,8 +114,26 @@ CORE_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
         ("SOL", "USDT"),
         ("XLM", "USD"),
     ),
+    "kraken": (
+        ("BTC", "USD"),
+        ("ETH", "USD"),
+        ("ETH", "BTC"),
+        ("USDT", "USD"),
+        ("BTC", "EUR"),
+        ("DOGE", "USD"),
+        ("BTC", "USDT"),
+        ("SOL", "USD"),
+        ("XRP", "USD"),
+        ("ADA", "USD"),
+        ("LTC", "USD"),
+        ("DOGE", "BTC"),
+        ("DOT", "USD"),
+        ("LINK", "USD"),
+        ("ETH", "EUR"),
+        ("XLM", "USD"),
+    ),
 }
-SYNTHETIC_QUOTE: dict[str, str] = {"binance": "USDT", "kucoin": "USDT", "coinbase": "USD"}
+SYNTHETIC_QUOTE: dict[str, str] = {"binance": "USDT", "kucoin": "USDT", "coinbase": "USD", "kraken": "USD"}
 
 
 def fmt_units(units: int, decimals: int) -> str:

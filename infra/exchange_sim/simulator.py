@@ -23,7 +23,7 @@ from infra.exchange_sim.truth import GroundTruth
 
 logger = logging.getLogger(__name__)
 
-EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase")
+EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase", "kraken")
 FaultSpec = Mapping[str, Any]
 
 
@@ -54,6 +54,10 @@ def _server_class(exchange: str) -> type[ExchangeServer]:
         from infra.exchange_sim.coinbase import CoinbaseServer
 
         return CoinbaseServer
+    if exchange == "kraken":
+        from infra.exchange_sim.kraken import KrakenServer
+
+        return KrakenServer
     raise ValueError(f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}")
 
 

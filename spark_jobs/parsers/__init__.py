@@ -1,12 +1,12 @@
 """Payload schemas and pure transforms: ``bronze.raw_events`` rows -> normalized trades, tickers, L1.
 
 One module per exchange (:mod:`~spark_jobs.parsers.binance`, :mod:`~spark_jobs.parsers.kucoin`,
-:mod:`~spark_jobs.parsers.coinbase`) declares its payload schemas and its ``trades``, ``tickers``,
-``l1``, ``ticker_l1`` (``None`` where tickers carry no book) and ``markets`` transforms;
-:data:`EXCHANGES` maps each exchange to its module, and the ``parse_*`` functions here run every
-module on its exchange's rows. Adding an exchange is one module and one line in :data:`EXCHANGES`.
-Shared helpers (opening a payload, the checks, the output columns) are in
-:mod:`~spark_jobs.parsers.common`.
+:mod:`~spark_jobs.parsers.coinbase`, :mod:`~spark_jobs.parsers.kraken`) declares its payload
+schemas and its ``trades``, ``tickers``, ``l1``, ``ticker_l1`` (``None`` where tickers carry no
+book) and ``markets`` transforms; :data:`EXCHANGES` maps each exchange to its module, and the
+``parse_*`` functions here run every module on its exchange's rows. Adding an exchange is one
+module and one line in :data:`EXCHANGES`. Shared helpers (opening a payload, the checks, the output
+columns) are in :mod:`~spark_jobs.parsers.common`.
 
 Every payload is parsed with a declared schema (``from_json``, never inference). Numbers are
 declared as strings so prices and sizes keep the exact text the exchange sent (JSON numbers are
@@ -30,7 +30,7 @@ from typing import Protocol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.parsers import binance, coinbase, kucoin
+from spark_jobs.parsers import binance, coinbase, kraken, kucoin
 from spark_jobs.parsers.common import (
     L1_COLUMNS,
     MARKET_COLUMNS,
@@ -90,12 +90,18 @@ class ExchangeParser(Protocol):
 
 
 #: The registry: exchange name -> its parser module, in the order their rows are unioned.
-EXCHANGES: dict[str, ExchangeParser] = {"binance": binance, "kucoin": kucoin, "coinbase": coinbase}
+EXCHANGES: dict[str, ExchangeParser] = {
+    "binance": binance,
+    "kucoin": kucoin,
+    "coinbase": coinbase,
+    "kraken": kraken,
+}
 
 SUPPORTED_EXCHANGES = tuple(EXCHANGES)
 
 #: Exchanges whose tickers carry the best bid/ask and sizes, so a ticker is also an L1 quote.
-#: Coinbase has no public websocket L1 at all; Binance mini tickers carry no book.
+#: Coinbase has no public websocket L1 at all, Kraken's ticker is its L1; Binance mini tickers
+#: carry no book.
 TICKER_L1_EXCHANGES = tuple(ex for ex, parser in EXCHANGES.items() if parser.ticker_l1 is not None)
 
 
@@ -158,9 +164,9 @@ def parse_markets(bronze: DataFrame) -> DataFrame:
     """Bronze rows of channel ``markets`` -> one row per listed spot market (native asset codes).
 
     Binance ``exchangeInfo`` (``symbols[]``, spot only), KuCoin ``symbols`` (``data[]``), Coinbase
-    ``products`` (array). ``status`` is the exchange's own word (``TRADING``, ``online``, ...);
-    KuCoin's is ``trading`` or ``disabled`` from ``enableTrading``. Rows of other exchanges and
-    markets without a symbol or an asset are dropped.
+    ``products`` (array), Kraken ``AssetPairs`` (``result`` keyed by pair). ``status`` is the
+    exchange's own word (``TRADING``, ``online``, ...); KuCoin's is ``trading`` or ``disabled`` from
+    ``enableTrading``. Rows of other exchanges and markets without a symbol or an asset are dropped.
     """
     items = payload_items(bronze)
     parts = [p.markets(items.where(F.col("exchange") == ex)) for ex, p in EXCHANGES.items()]

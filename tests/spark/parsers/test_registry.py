@@ -13,16 +13,16 @@ pytestmark = pytest.mark.spark
 
 
 def test_the_registry_names_every_parsed_exchange_and_those_whose_tickers_carry_the_book() -> None:
-    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase")
-    assert sorted(parsers.TICKER_L1_EXCHANGES) == ["coinbase", "kucoin"]
+    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase", "kraken")
+    assert sorted(parsers.TICKER_L1_EXCHANGES) == ["coinbase", "kraken", "kucoin"]
 
 
 def test_rows_of_an_exchange_without_a_parser_are_quarantined_as_unsupported(
     spark: SparkSession, markets: DataFrame
 ) -> None:
-    kraken = envelope("kraken", "trades", {"channel": "trade"}, recv_ns=T0_NS + 461_203_124)
-    bronze = bronze_df(spark, [kraken])
+    okx = envelope("okx", "trades", {"arg": {"channel": "trades"}}, recv_ns=T0_NS + 461_203_124)
+    bronze = bronze_df(spark, [okx])
     rows = bronze.transform(TRADES_JOB.normalize(markets))
     assert [(x["exchange"], x["_error"]) for x in rows.select("exchange", "_error").collect()] == [
-        ("kraken", "unsupported_exchange")
+        ("okx", "unsupported_exchange")
     ]
