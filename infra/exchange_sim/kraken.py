@@ -17,7 +17,7 @@ use the legacy codes ``XBT``/``XDG``, ``wsname`` ``XBT/USD``), ``Trades?pair=&si
 newest trade's time, the next ``since``: inclusive here, so a page repeats the last trade of the one
 before and no trade sharing its time is skipped; the venue's exact boundary is not documented),
 ``OHLC?pair=&interval=1&since=`` (the newest 720 bars). ``pair`` may be the key, the ``altname`` or
-the ``wsname``. An exceeded budget is HTTP 429 with ``EGeneral:Too many requests``.
+the ``wsname``. An exceeded budget (20 requests/s) is HTTP 429 with ``EGeneral:Too many requests``.
 """
 
 from __future__ import annotations
@@ -148,7 +148,9 @@ def ohlc_row(market: Market, bar: Bar) -> str:
 
 class KrakenServer(ExchangeServer):
     name = "kraken"
-    default_weight = (30, 30.0)
+    #: Kraken publishes no number for public REST ("about one call per second" is safe, which the
+    #: connector keeps); the simulator allows bursts so tests may configure a faster client.
+    default_weight = (20, 1.0)
     default_incoming = (50, 1.0)
 
     def native_name(self, base: str, quote: str) -> str:

@@ -57,8 +57,9 @@ MARKET_SCHEMA = struct(
 
 
 def _ts_from_seconds(col: Column) -> Column:
-    """Seconds with a fraction (``1767225600.455123``) as a UTC timestamp, truncated to the µs (exact)."""
-    micros = (col.cast(StringType()).cast(DecimalType(38, 9)) * 1_000_000).cast(LongType())
+    """Seconds with a fraction (``1767225600.455123``) as a UTC timestamp, rounded to the µs: the
+    JSON number reaches Spark through a double (``1.767225600455123E9``), a few ulps off."""
+    micros = F.round(col.cast(StringType()).cast(DecimalType(38, 9)) * 1_000_000).cast(LongType())
     return F.timestamp_micros(micros)
 
 

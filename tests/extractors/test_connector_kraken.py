@@ -55,6 +55,7 @@ def test_kraken_discovery_maps_xbt_and_xdg_skips_dark_pools_and_needs_status_onl
     assert kraken.parse_markets(body) == [
         Market("BTC/USD", "BTC", "USD", True),
         Market("DOGE/USD", "DOGE", "USD", True),
+        Market("ETH/USD", "ETH", "USD", True),
         Market("ETH/BTC", "ETH", "BTC", False),
         Market("SOL/USDT", "SOL", "USDT", True),
     ]
