@@ -1,4 +1,4 @@
-"""Local exchange simulator: Binance spot, KuCoin spot and Coinbase Exchange public market data.
+"""Local exchange simulator: Binance, KuCoin, Coinbase Exchange and Kraken public spot market data.
 
 Each exchange gets its own HTTP + websocket server on 127.0.0.1 (one port each), speaking the
 wire protocol documented in ``/work/shared/exchanges.md`` closely enough that an extractor
@@ -16,6 +16,8 @@ Python API (stable)::
         sim.urls["kucoin"].ws       # "ws://127.0.0.1:P/"   (+ ?token=..&connectId=..)
         sim.urls["coinbase"].rest   # "http://127.0.0.1:P"  (GET /products ...)
         sim.urls["coinbase"].ws     # "ws://127.0.0.1:P"    (the feed; send a subscribe)
+        sim.urls["kraken"].rest     # "http://127.0.0.1:P"  (GET /0/public/...)
+        sim.urls["kraken"].ws       # "ws://127.0.0.1:P"    (websocket v2; send a subscribe)
         sim.truth.records("binance", "BTCUSDT", delivered=True)   # list[TruthRecord]
         sim.inject("binance", "close_after", frames=10)            # see faults.py for all faults
         sim.delist("binance", "ETHBTC"); sim.halt(...); sim.resume(...)
@@ -39,7 +41,7 @@ rest_error, and the data faults bad_trade (negative_price, zero_size, future_ts)
 ``{"action": "delist"|"halt"|"resume", "symbol": ...}`` or ``{"action": "list", "base", "quote"}``
 changes markets at runtime.
 
-CLI: ``python -m infra.exchange_sim --exchanges binance,kucoin,coinbase --symbols 50 --rate 200
+CLI: ``python -m infra.exchange_sim --exchanges binance,kucoin,coinbase,kraken --symbols 50 --rate 200
 --seed 7 [--port 0] [--truth path.jsonl]``.
 """
 

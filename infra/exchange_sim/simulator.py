@@ -34,7 +34,8 @@ class ExchangeUrls:
     binance: rest ``http://127.0.0.1:P`` (``/api/v3/...``), ws ``ws://127.0.0.1:P``
     (append ``/ws/<stream>`` or ``/stream?streams=...``); kucoin: rest ``http://127.0.0.1:P``
     (``POST /api/v1/bullet-public`` returns the ws endpoint ``ws://127.0.0.1:P/``); coinbase:
-    rest ``http://127.0.0.1:P`` (``/products``), ws ``ws://127.0.0.1:P`` (the feed itself).
+    rest ``http://127.0.0.1:P`` (``/products``), ws ``ws://127.0.0.1:P`` (the feed itself);
+    kraken: rest ``http://127.0.0.1:P`` (``/0/public/...``), ws ``ws://127.0.0.1:P`` (v2 itself).
     """
 
     rest: str
