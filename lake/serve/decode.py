@@ -166,10 +166,32 @@ def _coinbase(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]
     return []
 
 
+def _kraken(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]:
+    """Websocket v2 ``{"channel":…,"type":…,"data":[…]}``; prices are JSON numbers (their shortest
+    decimal text here, the same value)."""
+    items = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return []
+    ticks = []
+    for d in items:
+        s = _text(d.get("symbol")) if isinstance(d, dict) else None
+        if not isinstance(d, dict) or not (s or symbol):
+            continue
+        ts = _iso_ms(d.get("timestamp"))
+        if channel == "ticker":  # bid/bid_qty, ask/ask_qty, last, timestamp (may be absent)
+            bid, bid_size, ask, ask_size = (_text(d.get(k)) for k in ("bid", "bid_qty", "ask", "ask_qty"))
+            last = _text(d.get("last"))
+            ticks.append(Tick(ex, s or str(symbol), channel, last, bid, bid_size, ask, ask_size, ts))
+        elif channel == "trades":
+            ticks.append(Tick(ex, s or str(symbol), channel, last=_text(d.get("price")), event_ts_ms=ts))
+    return ticks
+
+
 _DECODERS: dict[str, Callable[[str, Any, str | None, str], list[Tick]]] = {
     "binance": _binance,
     "kucoin": _kucoin,
     "coinbase": _coinbase,
+    "kraken": _kraken,
 }
 
 

@@ -92,6 +92,23 @@ def test_coinbase_ticker_and_rest_book_give_exact_ticks_and_rest_trade_pages_non
     assert decode_envelope({**env("coinbase", "ticker", ticker[0]), "error": "unknown_shape"}) == []
 
 
+def test_kraken_ticker_and_trades_give_ticks_and_discovery_renames_xbt():
+    ticker = frames("kraken", "ticker")
+    assert decode_envelope(env("kraken", "ticker", ticker[0], "BTC/USD")) == [
+        Tick("kraken", "BTC/USD", "ticker", "94210.1", "94210.0", "0.5", "94210.1", "1.25", 1767225600123)
+    ]
+    trades = decode_envelope(env("kraken", "trades", frames("kraken", "trades")[0], "BTC/USD"))
+    assert [(t.native_symbol, t.last, t.event_ts_ms) for t in trades] == [
+        ("BTC/USD", "94209.9", 1767225600401),
+        ("BTC/USD", "94210.0", 1767225600402),
+    ]
+    page = frames("kraken", "rest_trades")[0]
+    assert decode_envelope(env("kraken", "trades", page, "BTC/USD", source="rest")) == []
+    markets = markets_from_discovery(env("kraken", "markets", frames("kraken", "markets")[0], source="rest"))
+    assert markets[("kraken", "BTC/USD")] == MarketInfo("BTC-USD", "BTC", "USD")
+    assert markets[("kraken", "DOGE/USD")] == MarketInfo("DOGE-USD", "DOGE", "USD")
+
+
 def test_market_book_merges_fields_and_prices_in_usdt_direct_inverse_and_across_btc():
     book = MarketBook(
         {
