@@ -1,5 +1,8 @@
 """``python -m extractors run``: extract every configured exchange into the configured sinks.
 
+(``python -m extractors new-exchange NAME`` writes the skeleton of a new venue instead: see
+:mod:`extractors.scaffold`.)
+
 Settings come from the ``extractors:`` section of ``--config`` (see config.example.yaml) and from
 ``CRYPTOLAKE_EXTRACTORS_<KEY>`` / ``CRYPTOLAKE_EXTRACTORS_<EXCHANGE>_<KEY>`` environment variables;
 the flags below override both. Sinks read their own sections (``landing:``, ``kafka:``,
@@ -139,11 +142,30 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", help="i/n: take this process's share of the markets (extractors.shard)")
     r.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (extractors.metrics_port)")
     r.add_argument("--log-level", help="DEBUG, INFO, WARNING ... (extractors.log_level)")
+    n = sub.add_parser("new-exchange", help="write the skeleton of a new venue (extractors.scaffold)")
+    n.add_argument("name", help="lower-case exchange name, e.g. okx")
+    n.add_argument("--root", default=".", help="the repository to write into (default: .)")
     return p
+
+
+def new_exchange(name: str, root: str) -> int:
+    from extractors.scaffold import new_exchange as write
+
+    try:
+        written = write(name, root=root)
+    except (ValueError, FileExistsError) as exc:
+        print(f"new-exchange: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: fill in every TODO(new-exchange), then run tests/test_{name}_todo.py for what is left")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "new-exchange":
+        return new_exchange(args.name, args.root)
     try:
         config = read_yaml(args.config)
         settings = load_settings(
