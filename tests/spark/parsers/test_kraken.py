@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal as D
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from lake.tables import SILVER_MARKETS
-from spark_jobs.parsers import parse_l1
+from spark_jobs.parsers import parse_l1, parse_tickers
 from spark_jobs.silver_markets import latest_markets
-from spark_jobs.silver_tickers import JOB as TICKERS_JOB
 from spark_jobs.silver_trades import JOB as TRADES_JOB
 from tests.spark.envelopes import T0_NS, at_ns, bronze_df, envelope, frames, ts
 
@@ -20,29 +20,18 @@ DISCOVERY_NS = T0_NS - 5_000_000_000
 
 
 @pytest.fixture(scope="module")
-def kraken_markets(spark: SparkSession) -> DataFrame:
+def kraken_markets(spark: SparkSession) -> Iterator[DataFrame]:
+    """``silver.markets`` rows of the AssetPairs fixture, cached: the trades join them."""
     body = frames("kraken", "markets")[0]
     env = envelope(
         "kraken", "markets", body, recv_ns=DISCOVERY_NS, source="rest", stream="/0/public/AssetPairs"
     )
-    return latest_markets(bronze_df(spark, [env])).cache()
+    df = latest_markets(bronze_df(spark, [env])).cache()
+    yield df
+    df.unpersist()
 
 
-def test_kraken_markets_are_the_asset_pairs_by_wsname_with_xbt_and_xdg_renamed(
-    kraken_markets: DataFrame,
-) -> None:
-    assert kraken_markets.columns == list(SILVER_MARKETS.columns)
-    t = ts(DISCOVERY_NS)
-    assert sorted(tuple(x) for x in kraken_markets.collect()) == [
-        ("kraken", "BTC/USD", "BTC-USD", "BTC", "USD", "online", t),
-        ("kraken", "DOGE/USD", "DOGE-USD", "DOGE", "USD", "online", t),
-        ("kraken", "ETH/BTC", "ETH-BTC", "ETH", "BTC", "cancel_only", t),
-        ("kraken", "ETH/USD", "ETH-USD", "ETH", "USD", "online", t),
-        ("kraken", "SOL/USDT", "SOL-USDT", "SOL", "USDT", "online", t),
-    ]
-
-
-def test_kraken_ws_trades_and_rest_pages_parse_to_the_same_rows_and_bad_ones_are_quarantined(
+def test_kraken_markets_by_wsname_with_xbt_renamed_and_ws_and_rest_trades_parse_to_the_same_rows(
     spark: SparkSession, kraken_markets: DataFrame
 ) -> None:
     r = T0_NS + 461_203_112
@@ -74,26 +63,34 @@ def test_kraken_ws_trades_and_rest_pages_parse_to_the_same_rows_and_bad_ones_are
     errors = sorted(x["_error"] for x in collected if x["_error"] is not None)
     # No trade_id; the error page; the empty `data` and the empty page give no row.
     assert errors == ["missing_trade_id", "unexpected_message_type"]
+    # The markets the trades were normalized with (cached): XBT/USD is BTC/USD, symbol BTC-USD.
+    assert kraken_markets.columns == list(SILVER_MARKETS.columns)
+    t0 = ts(DISCOVERY_NS)
+    assert sorted(tuple(x) for x in kraken_markets.collect()) == [
+        ("kraken", "BTC/USD", "BTC-USD", "BTC", "USD", "online", t0),
+        ("kraken", "DOGE/USD", "DOGE-USD", "DOGE", "USD", "online", t0),
+        ("kraken", "ETH/BTC", "ETH-BTC", "ETH", "BTC", "cancel_only", t0),
+        ("kraken", "ETH/USD", "ETH-USD", "ETH", "USD", "online", t0),
+        ("kraken", "SOL/USDT", "SOL-USDT", "SOL", "USDT", "online", t0),
+    ]
 
 
-def test_kraken_tickers_parse_with_open_from_change_and_are_the_l1_quotes(
-    spark: SparkSession, kraken_markets: DataFrame
-) -> None:
+def test_kraken_tickers_parse_with_open_from_change_and_are_the_l1_quotes(spark: SparkSession) -> None:
     r = T0_NS + 7_000_000
     envs = [envelope("kraken", "ticker", f, recv_ns=r + i, stream="ticker", conn_seq=i)
             for i, f in enumerate(frames("kraken", "ticker"))]  # fmt: skip
     bronze = bronze_df(spark, envs)
-    tickers = bronze.transform(TICKERS_JOB.normalize(kraken_markets)).select(
-        "symbol", "last", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h",
+    tickers = parse_tickers(bronze).select(
+        "native_symbol", "last", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h",
         "best_bid", "best_ask", "event_ts", "_error",
     ).collect()  # fmt: skip
     assert sorted((tuple(x) for x in tickers), key=str) == sorted(
         [
-            ("BTC-USD", D("94210.1"), D("92000"), D("94800"), D("91500"), D("1834.2"), None, D("94210"),
+            ("BTC/USD", D("94210.1"), D("92000"), D("94800"), D("91500"), D("1834.2"), None, D("94210"),
              D("94210.1"), at_ns(T0_NS + 123_456_000), None),
-            ("ETH-USD", D("3120.55"), D("3050"), D("3140.1"), D("3021"), D("50211.7"), None, D("3120.5"),
+            ("ETH/USD", D("3120.55"), D("3050"), D("3140.1"), D("3021"), D("50211.7"), None, D("3120.5"),
              D("3120.6"), at_ns(r + 1), None),
-            ("BTC-USD", D("94210.1"), D("92000"), D("94800"), D("91500"), D("1834.3"), None, D("94211"),
+            ("BTC/USD", D("94210.1"), D("92000"), D("94800"), D("91500"), D("1834.3"), None, D("94211"),
              D("94211.1"), at_ns(T0_NS + 623_456_000), None),
             (None, None, None, None, None, None, None, D("1"), None, at_ns(r + 3), "missing_symbol"),
         ],
