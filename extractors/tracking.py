@@ -378,6 +378,8 @@ class TradeTracker:
         market = self._markets.get(symbol)
         if market is None:
             return None
+        if market.queued is None and market.running is None and not market.unfilled:
+            return market.last_id  # no fill pending: nearly always, and per trade frame
         holes = [
             r.after_id for r in (market.queued, market.running) if r is not None and r.after_id is not None
         ]
