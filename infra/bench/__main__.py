@@ -2,7 +2,8 @@
 
 Each benchmark is a module of :mod:`infra.bench` with ``run(*, quick: bool) -> dict`` of figures;
 this runner only sequences them (``--only NAME`` selects, ``--quick`` is a smoke run). Figures are
-measurements, not assertions: nothing here fails on a slow machine.
+measurements, not assertions: nothing here fails on a slow machine. A run with ``--only`` replaces
+those benchmarks' figures in ``--out`` and keeps the rest; ``machines`` says when each was run.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     results = run_all(args.only, quick=args.quick)
-    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    out = Path(args.out)
+    if args.only and out.exists():
+        # One benchmark's run replaces its own figures and keeps the others' (and their machine).
+        kept = json.loads(out.read_text())
+        results = {**kept, **{name: figures for name, figures in results.items() if name != "machine"}}
+        results.setdefault("machines", {}).update({name: machine() for name in args.only})
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"figures written to {args.out}")
     return 0
 

@@ -127,6 +127,8 @@ def _measure(
     envelopes = env1 - env0
     cpu = max(cpu1 - cpu0, 1e-9)
     figures = {
+        # Other work on the machine starves the extractor (wall figures): say how much there was.
+        "load_avg_1m_after": round(os.getloadavg()[0], 1),
         "envelopes": int(envelopes),
         "envelopes_per_s_wall": round(envelopes / (t1 - t0)),
         "extractor_cpu_cores_used": round(cpu / (t1 - t0), 2),
@@ -175,6 +177,7 @@ def run(
         "exchange": exchange,
         "symbols": symbols,
         **full,
+        "latency_feed_load_avg_1m_after": steady["load_avg_1m_after"],
         "latency_feed_trades_per_s": latency_rate,
         "latency_feed_cpu_cores_used": steady["extractor_cpu_cores_used"],
         "latency_feed_rss_mb": steady["extractor_rss_mb"],
