@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 CONFIG ?=
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
+# Two pytest workers: the Spark tests in one (one JVM, in order), the rest in the other (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 DEMO_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
@@ -32,7 +34,7 @@ format: setup ## Apply ruff fixes and formatting
 test: export CRYPTOLAKE_SETUP_CHROMIUM = 1
 test: export CRYPTOLAKE_SETUP_SERVICES = kafka,minio,postgres,redis
 test: setup check ## setup + check + the whole test suite (unit, Spark, integration) against real services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 run: export CRYPTOLAKE_SETUP_SERVICES = $(if $(filter kafka,$(BUS)),kafka,)
 run: setup ## The live lake until Ctrl-C: extractors -> bus -> Spark -> ./lake-data + web server (SOURCE=sim|live BUS=kafka LAKE=s3a://..)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -65,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 #: A ``foreachBatch`` function: (micro-batch, batch id) -> None.
 BatchWriter = Callable[[DataFrame, int], None]
+
+#: Quarantine appends run here, beside the rest of their batch's write (one per priced table:
+#: the live pipeline writes the three at once). An append is mostly driver-side planning and
+#: commit latency; inline it was the largest part of what validation added to a small batch.
+_QUARANTINE_WRITERS = ThreadPoolExecutor(max_workers=3, thread_name_prefix="quarantine")
 
 
 @dataclass(frozen=True)
@@ -344,6 +350,7 @@ def write_priced_batch(
     # The flagged batch is cached by the validator; a second cache of the good rows cost a
     # columnar cache build per batch, ~25 % of the parse (JFR profile, docs/streaming.md).
     cached = flagged is None or not flagged.cached
+    quarantining: Future[None] | None = None
     source = (rows if flagged is None else flagged.frame).withColumn("_minute", minute_of("event_ts"))
     if cached:
         source = source.persist()
@@ -381,7 +388,10 @@ def write_priced_batch(
                 .drop("_minute")
                 .transform(to_quarantine(source_table=target.name, batch_id=batch_id))
             )
-            write_quarantine(bad, lake=lake, app_id=app_id, version=batch_id)
+            # Committed before the batch returns (joined below), so its rows never outlive a failure.
+            quarantining = _QUARANTINE_WRITERS.submit(
+                write_quarantine, bad, lake=lake, app_id=app_id, version=batch_id
+            )
         if not minutes:
             return Written((), validated)
         batch_keys = [(ms[i], ks[i]) for i in good_rows]
@@ -426,12 +436,16 @@ def write_priced_batch(
         logger.info("%s batch %d: appended in %.1f s", app_id, batch_id, time.perf_counter() - started)
         return Written(minutes, validated)
     finally:
-        if cached:
-            source.unpersist()
-        if validated is not None:
-            validated.release()
-        elif flagged is not None:
-            flagged.release()
+        try:
+            if quarantining is not None:
+                quarantining.result()  # its failure fails the batch, as an inline append did
+        finally:
+            if cached:
+                source.unpersist()
+            if validated is not None:
+                validated.release()
+            elif flagged is not None:
+                flagged.release()
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from infra.services.process import free_port as free_port  # the benchmarks start servers on it
 
 
 def cpu_seconds(pid: int) -> float:

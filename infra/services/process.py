@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,8 +44,30 @@ class ServiceError(RuntimeError):
         self.reason = reason
 
 
+#: Where :func:`free_port` looks first: above the usual fixed ports, below the ephemeral range.
+_FIRST_PORT = 16384
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now, for a server started next.
+
+    Taken below the ephemeral range where there is room: ``bind(0)`` hands out a port from that
+    range, which every outgoing connection draws from too, so between this check and the
+    server's bind a client socket (Spark's, Kafka's) could take it ("Address already in use",
+    seen with the tests under load). Below it only another listener can.
+    """
+    low = _ephemeral_low()
+    for _ in range(50 if low - _FIRST_PORT > 1000 else 0):
+        port = random.randrange(_FIRST_PORT, low)
+        if port_is_free(port, host):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,17 +34,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.exchange_sim import SimulatorThread
+from infra.services.process import free_port
 from tests.conftest import seconds
 from tests.extractors.test_end_to_end import Trade, read_landing, rest_trades, ws_trades
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

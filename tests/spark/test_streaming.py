@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -328,14 +329,24 @@ def test_a_silver_query_killed_mid_batch_restarts_with_no_duplicates_and_no_gaps
     landing = tmp_path / "landing"
     _first_landing(landing)
     bronze = BronzeSettings(source="landing", landing_root=str(landing))
-    # One bronze file per micro-batch: the input spans several batches, so the crash is mid-stream.
-    silver = SilverSettings(rate_carry_minutes=5, max_files_per_trigger=1)
+    # Bronze and the markets once, copied: both lakes start from the same bronze files.
     reference = Lake(LakeSettings(root=str(tmp_path / "reference")))
-    pipeline.run(spark, lake=reference, bronze=bronze, silver=silver, timeout_s=600, jobs=("silver_markets",))
-    pipeline.run(spark, lake=reference, bronze=None, silver=silver, timeout_s=600, jobs=("silver_trades",))
-
+    pipeline.run(
+        spark, lake=reference, bronze=bronze, silver=SilverSettings(), timeout_s=600, jobs=("silver_markets",)
+    )
+    shutil.copytree(tmp_path / "reference", tmp_path / "crashed")
     crashed = Lake(LakeSettings(root=str(tmp_path / "crashed")))
-    pipeline.run(spark, lake=crashed, bronze=bronze, silver=silver, timeout_s=600, jobs=("silver_markets",))
+    # The reference takes every bronze file in one batch; the crashed run a few files per batch,
+    # so its input spans several batches and the crash is mid-stream.
+    pipeline.run(
+        spark,
+        lake=reference,
+        bronze=None,
+        silver=SilverSettings(rate_carry_minutes=5),
+        timeout_s=600,
+        jobs=("silver_trades",),
+    )
+    silver = SilverSettings(rate_carry_minutes=5, max_files_per_trigger=3)
     real_merge = silver_module.merge
     merges: list[int | None] = []
 
