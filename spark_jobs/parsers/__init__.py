@@ -30,7 +30,7 @@ from typing import Protocol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.parsers import binance, coinbase, kraken, kucoin
+from spark_jobs.parsers import binance, coinbase, kraken, kucoin, okx
 from spark_jobs.parsers.common import (
     L1_COLUMNS,
     MARKET_COLUMNS,
@@ -95,6 +95,7 @@ EXCHANGES: dict[str, ExchangeParser] = {
     "kucoin": kucoin,
     "coinbase": coinbase,
     "kraken": kraken,
+    "okx": okx,
 }
 
 SUPPORTED_EXCHANGES = tuple(EXCHANGES)

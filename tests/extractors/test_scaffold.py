@@ -16,8 +16,8 @@ from extractors.scaffold import new_exchange
 from spark_jobs.parsers import ExchangeParser
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ("extractors/exchanges/okx.py", "spark_jobs/parsers/okx.py", "infra/exchange_sim/okx.py")
-TEST = "tests/test_okx_todo.py"
+MODULES = ("extractors/exchanges/gemini.py", "spark_jobs/parsers/gemini.py", "infra/exchange_sim/gemini.py")
+TEST = "tests/test_gemini_todo.py"
 
 
 def load(path: Path, name: str) -> ModuleType:
@@ -41,7 +41,7 @@ def run(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
 def test_the_skeleton_passes_ruff_and_mypy_as_repository_files_and_defines_every_protocol_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["new-exchange", "okx", "--root", str(tmp_path)]) == 0
+    assert main(["new-exchange", "gemini", "--root", str(tmp_path)]) == 0
     assert "wrote" in capsys.readouterr().out
     for rel in (*MODULES, TEST):
         text = (tmp_path / rel).read_text()
@@ -56,30 +56,30 @@ def test_the_skeleton_passes_ruff_and_mypy_as_repository_files_and_defines_every
             [sys.executable, "-m", "mypy", "-c", text], capture_output=True, text=True, cwd=REPO
         )
         assert typed.returncode == 0, (rel, typed.stdout)
-    connector = load(tmp_path / MODULES[0], "scaffold_okx_connector")
-    assert members(Connector) <= set(vars(connector)) and connector.NAME == "okx"
-    parser = load(tmp_path / MODULES[1], "scaffold_okx_parser")
+    connector = load(tmp_path / MODULES[0], "scaffold_gemini_connector")
+    assert members(Connector) <= set(vars(connector)) and connector.NAME == "gemini"
+    parser = load(tmp_path / MODULES[1], "scaffold_gemini_parser")
     assert members(ExchangeParser) <= set(vars(parser))
-    sim = load(tmp_path / MODULES[2], "scaffold_okx_sim")
-    assert sim.OkxServer.name == "okx"
-    with pytest.raises(NotImplementedError, match="TODO\\(new-exchange\\) okx"):
+    sim = load(tmp_path / MODULES[2], "scaffold_gemini_sim")
+    assert sim.GeminiServer.name == "gemini"
+    with pytest.raises(NotImplementedError, match="TODO\\(new-exchange\\) gemini"):
         connector.classify("{}")
-    assert sorted(p.name for p in (tmp_path / "tests" / "fixtures" / "okx").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "tests" / "fixtures" / "gemini").iterdir()) == [
         "control.jsonl", "markets.jsonl", "ticker.jsonl", "trades.jsonl",
     ]  # fmt: skip
 
 
 def test_the_generated_test_fails_listing_what_is_left_and_nothing_is_overwritten(tmp_path: Path) -> None:
-    new_exchange("okx", root=tmp_path)
-    todo = load(tmp_path / TEST, "scaffold_okx_todo")
+    new_exchange("gemini", root=tmp_path)
+    todo = load(tmp_path / TEST, "scaffold_gemini_todo")
     with pytest.raises(AssertionError) as failed:
-        todo.test_okx_is_filled_in_and_registered()
+        todo.test_gemini_is_filled_in_and_registered()
     message = str(failed.value)
     for expected in (
-        "extractors/exchanges/okx.py:",
-        "spark_jobs/parsers/okx.py:",
-        "infra/exchange_sim/okx.py:",
-        "tests/fixtures/okx/trades.jsonl",
+        "extractors/exchanges/gemini.py:",
+        "spark_jobs/parsers/gemini.py:",
+        "infra/exchange_sim/gemini.py:",
+        "tests/fixtures/gemini/trades.jsonl",
         "add the module to CONNECTORS",
         "add the module to EXCHANGES",
         "_server_class",
@@ -87,7 +87,7 @@ def test_the_generated_test_fails_listing_what_is_left_and_nothing_is_overwritte
     ):
         assert expected in message
     with pytest.raises(FileExistsError):
-        new_exchange("okx", root=tmp_path)
+        new_exchange("gemini", root=tmp_path)
     with pytest.raises(ValueError):
-        new_exchange("../okx", root=tmp_path)
-    assert main(["new-exchange", "okx", "--root", str(tmp_path)]) == 2
+        new_exchange("../gemini", root=tmp_path)
+    assert main(["new-exchange", "gemini", "--root", str(tmp_path)]) == 2

@@ -13,16 +13,16 @@ pytestmark = pytest.mark.spark
 
 
 def test_the_registry_names_every_parsed_exchange_and_those_whose_tickers_carry_the_book() -> None:
-    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase", "kraken")
-    assert sorted(parsers.TICKER_L1_EXCHANGES) == ["coinbase", "kraken", "kucoin"]
+    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase", "kraken", "okx")
+    assert sorted(parsers.TICKER_L1_EXCHANGES) == ["coinbase", "kraken", "kucoin", "okx"]
 
 
 def test_rows_of_an_exchange_without_a_parser_are_quarantined_as_unsupported(
     spark: SparkSession, markets: DataFrame
 ) -> None:
-    okx = envelope("okx", "trades", {"arg": {"channel": "trades"}}, recv_ns=T0_NS + 461_203_124)
+    okx = envelope("mtgox", "trades", {"arg": {"channel": "trades"}}, recv_ns=T0_NS + 461_203_124)
     bronze = bronze_df(spark, [okx])
     rows = bronze.transform(TRADES_JOB.normalize(markets))
     assert [(x["exchange"], x["_error"]) for x in rows.select("exchange", "_error").collect()] == [
-        ("okx", "unsupported_exchange")
+        ("mtgox", "unsupported_exchange")
     ]
