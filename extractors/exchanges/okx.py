@@ -217,7 +217,7 @@ def klines_request(native_symbol: str, *, start_ms: int, end_ms: int) -> RestReq
         ("instId", native_symbol),
         ("bar", "1m"),
         ("after", str(end_ms + 1)),
-        ("before", str(start_ms - 1)),
+        ("before", str(max(0, start_ms - 1))),
         ("limit", str(min(max(rows, 1), KLINES_MAX_ROWS))),
     )
     return RestRequest("GET", "/api/v5/market/candles", params)

@@ -132,8 +132,15 @@ CORE_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ETH", "EUR"),
         ("XLM", "USD"),
     ),
+    "okx": (("BTC", "USDT"), ("ETH", "USDT"), ("ETH", "BTC"), ("USDC", "USDT"), ("SOL", "USDT")),
 }
-SYNTHETIC_QUOTE: dict[str, str] = {"binance": "USDT", "kucoin": "USDT", "coinbase": "USD", "kraken": "USD"}
+SYNTHETIC_QUOTE: dict[str, str] = {
+    "binance": "USDT",
+    "kucoin": "USDT",
+    "coinbase": "USD",
+    "kraken": "USD",
+    "okx": "USDT",
+}
 
 
 def fmt_units(units: int, decimals: int) -> str:

@@ -23,7 +23,7 @@ from infra.exchange_sim.truth import GroundTruth
 
 logger = logging.getLogger(__name__)
 
-EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase", "kraken")
+EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase", "kraken", "okx")
 FaultSpec = Mapping[str, Any]
 
 
@@ -35,7 +35,8 @@ class ExchangeUrls:
     (append ``/ws/<stream>`` or ``/stream?streams=...``); kucoin: rest ``http://127.0.0.1:P``
     (``POST /api/v1/bullet-public`` returns the ws endpoint ``ws://127.0.0.1:P/``); coinbase:
     rest ``http://127.0.0.1:P`` (``/products``), ws ``ws://127.0.0.1:P`` (the feed itself);
-    kraken: rest ``http://127.0.0.1:P`` (``/0/public/...``), ws ``ws://127.0.0.1:P`` (v2 itself).
+    kraken: rest ``http://127.0.0.1:P`` (``/0/public/...``), ws ``ws://127.0.0.1:P`` (v2 itself);
+    okx: rest ``http://127.0.0.1:P`` (``/api/v5/...``), ws ``ws://127.0.0.1:P`` (also ``/ws/v5/public``).
     """
 
     rest: str
@@ -59,6 +60,10 @@ def _server_class(exchange: str) -> type[ExchangeServer]:
         from infra.exchange_sim.kraken import KrakenServer
 
         return KrakenServer
+    if exchange == "okx":
+        from infra.exchange_sim.okx import OkxServer
+
+        return OkxServer
     raise ValueError(f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}")
 
 
