@@ -53,6 +53,8 @@ def ws_trades(exchange: str, payload: str) -> list[Trade]:
     if exchange == "kraken":  # prices and sizes are JSON numbers: read as their text
         doc = json.loads(payload, parse_float=str, parse_int=str)
         return [(d["symbol"], int(d["trade_id"]), d["price"], d["qty"]) for d in doc["data"]]
+    if exchange == "okx":
+        return [(d["instId"], int(d["tradeId"]), d["px"], d["sz"]) for d in doc["data"]]
     return [(doc["product_id"], int(doc["trade_id"]), doc["price"], doc["size"])]
 
 
@@ -67,6 +69,8 @@ def rest_trades(exchange: str, envelope: Envelope) -> list[Trade]:
     if exchange == "kraken":
         rows = next(v for k, v in doc["result"].items() if k != "last")
         return [(symbol, int(r[6]), r[0], r[1]) for r in rows]
+    if exchange == "okx":
+        return [(symbol, int(r["tradeId"]), r["px"], r["sz"]) for r in doc["data"]]
     return [(symbol, int(r["trade_id"]), r["price"], r["size"]) for r in doc]
 
 
@@ -324,7 +328,7 @@ def check_against_truth(
     return {"landed": len(landed), "lost": len(lost), "gaps": len(gaps)}
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kucoin", "coinbase", "kraken"])
+@pytest.mark.parametrize("exchange", ["binance", "kucoin", "coinbase", "kraken", "okx"])
 def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frames_and_429s(
     exchange: str, tmp_path: Path
 ) -> None:
