@@ -187,11 +187,36 @@ def _kraken(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]:
     return ticks
 
 
+def _okx(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]:
+    """v5 ``{"arg":{"channel":…,"instId":…},"data":[…]}``: string numbers, ``ts`` in ms; the
+    ``bbo-tbt`` items (``l1``) name no symbol: the arg's."""
+    arg = doc.get("arg") if isinstance(doc, dict) else None
+    items = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return []
+    s = (_text(arg.get("instId")) if isinstance(arg, dict) else None) or symbol
+    ticks = []
+    for d in items:
+        if not isinstance(d, dict) or not (s or d.get("instId")):
+            continue
+        name, ts = _text(d.get("instId")) or str(s), _int(d.get("ts"))
+        if channel == "ticker":
+            bid, bid_size, ask, ask_size = (_text(d.get(k)) for k in ("bidPx", "bidSz", "askPx", "askSz"))
+            ticks.append(Tick(ex, name, channel, _text(d.get("last")), bid, bid_size, ask, ask_size, ts))
+        elif channel == "trades":
+            ticks.append(Tick(ex, name, channel, last=_text(d.get("px")), event_ts_ms=ts))
+        elif channel == "l1":
+            (b, bs), (a, as_) = _level(d.get("bids")), _level(d.get("asks"))
+            ticks.append(Tick(ex, name, channel, bid=b, bid_size=bs, ask=a, ask_size=as_, event_ts_ms=ts))
+    return ticks
+
+
 _DECODERS: dict[str, Callable[[str, Any, str | None, str], list[Tick]]] = {
     "binance": _binance,
     "kucoin": _kucoin,
     "coinbase": _coinbase,
     "kraken": _kraken,
+    "okx": _okx,
 }
 
 

@@ -109,6 +109,25 @@ def test_kraken_ticker_and_trades_give_ticks_and_discovery_renames_xbt():
     assert markets[("kraken", "DOGE/USD")] == MarketInfo("DOGE-USD", "DOGE", "USD")
 
 
+def test_okx_tickers_trades_and_bbo_tbt_give_exact_ticks_and_discovery_keeps_inst_ids():
+    ticker = frames("okx", "ticker")[0]
+    assert decode_envelope(env("okx", "ticker", ticker, "BTC-USDT")) == [
+        Tick("okx", "BTC-USDT", "ticker", "94210.1", "94210", "0.5", "94210.1", "1.25", 1767225600123)
+    ]
+    assert decode_envelope(env("okx", "trades", frames("okx", "trades")[0], "BTC-USDT")) == [
+        Tick("okx", "BTC-USDT", "trades", last="94209.9", event_ts_ms=1767225600401),
+        Tick("okx", "BTC-USDT", "trades", last="94210", event_ts_ms=1767225600402),
+    ]
+    assert decode_envelope(env("okx", "l1", frames("okx", "l1")[0], "BTC-USDT")) == [
+        Tick("okx", "BTC-USDT", "l1", bid="94210", bid_size="0.5", ask="94210.1", ask_size="1.25",
+             event_ts_ms=1767225600124)
+    ]  # fmt: skip
+    page = frames("okx", "rest_trades")[0]
+    assert decode_envelope(env("okx", "trades", page, "BTC-USDT", source="rest")) == []
+    markets = markets_from_discovery(env("okx", "markets", frames("okx", "markets")[0], source="rest"))
+    assert markets[("okx", "BTC-USDT")] == MarketInfo("BTC-USDT", "BTC", "USDT")
+
+
 def test_market_book_merges_fields_and_prices_in_usdt_direct_inverse_and_across_btc():
     book = MarketBook(
         {
