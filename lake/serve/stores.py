@@ -54,7 +54,7 @@ QUOTE_FIELDS = ("bid", "bid_size", "ask", "ask_size")
 PRICE_FIELDS = ("last", "bid", "bid_size", "ask", "ask_size", "last_usdt", "mid_usdt")
 #: Exchanges whose ticker is also an L1 quote (``spark_jobs.parsers.TICKER_L1_EXCHANGES``, kept
 #: here so the server imports no Spark; a test checks they agree). A Binance mini ticker has no book.
-TICKER_QUOTE_EXCHANGES = frozenset({"kucoin", "coinbase"})
+TICKER_QUOTE_EXCHANGES = frozenset({"kucoin", "coinbase", "kraken", "okx"})
 
 
 def event_ns(state: State) -> int:
