@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extractors.exchanges import binance, coinbase, kraken, kucoin, okx
+from extractors.exchanges import binance, bybit, coinbase, kraken, kucoin, okx
 from extractors.exchanges.base import Connector
 
 #: Every supported exchange; adding one is a new module here and nothing else.
@@ -12,6 +12,7 @@ CONNECTORS: dict[str, Connector] = {
     "coinbase": coinbase,
     "kraken": kraken,
     "okx": okx,
+    "bybit": bybit,
 }
 
 
