@@ -30,7 +30,7 @@ from typing import Protocol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.parsers import binance, coinbase, kraken, kucoin, okx
+from spark_jobs.parsers import binance, bybit, coinbase, kraken, kucoin, okx
 from spark_jobs.parsers.common import (
     L1_COLUMNS,
     MARKET_COLUMNS,
@@ -96,6 +96,7 @@ EXCHANGES: dict[str, ExchangeParser] = {
     "coinbase": coinbase,
     "kraken": kraken,
     "okx": okx,
+    "bybit": bybit,
 }
 
 SUPPORTED_EXCHANGES = tuple(EXCHANGES)

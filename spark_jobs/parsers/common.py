@@ -55,7 +55,7 @@ def struct(*names: str, types: dict[str, DataType] | None = None) -> StructType:
 
 
 #: The outer frame of every payload: only what locates the body and the symbol.
-WRAPPER_SCHEMA = struct("stream", "topic", "subject", "type", "code", "data")
+WRAPPER_SCHEMA = struct("stream", "topic", "subject", "type", "code", "data", "ts", "cts", "cs")
 
 _ENVELOPE_COLS = (
     "exchange",

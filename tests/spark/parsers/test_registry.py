@@ -13,7 +13,7 @@ pytestmark = pytest.mark.spark
 
 
 def test_the_registry_names_every_parsed_exchange_and_those_whose_tickers_carry_the_book() -> None:
-    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase", "kraken", "okx")
+    assert parsers.SUPPORTED_EXCHANGES == ("binance", "kucoin", "coinbase", "kraken", "okx", "bybit")
     assert sorted(parsers.TICKER_L1_EXCHANGES) == ["coinbase", "kraken", "kucoin", "okx"]
 
 
