@@ -133,6 +133,14 @@ CORE_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
         ("XLM", "USD"),
     ),
     "okx": (("BTC", "USDT"), ("ETH", "USDT"), ("ETH", "BTC"), ("USDC", "USDT"), ("SOL", "USDT")),
+    "bybit": (
+        ("BTC", "USDT"),
+        ("ETH", "USDT"),
+        ("ETH", "BTC"),
+        ("USDC", "USDT"),
+        ("SOL", "USDT"),
+        ("XRP", "USDT"),
+    ),
 }
 SYNTHETIC_QUOTE: dict[str, str] = {
     "binance": "USDT",
@@ -140,6 +148,7 @@ SYNTHETIC_QUOTE: dict[str, str] = {
     "coinbase": "USD",
     "kraken": "USD",
     "okx": "USDT",
+    "bybit": "USDT",
 }
 
 

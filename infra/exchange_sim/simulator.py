@@ -23,7 +23,7 @@ from infra.exchange_sim.truth import GroundTruth
 
 logger = logging.getLogger(__name__)
 
-EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase", "kraken", "okx")
+EXCHANGES: tuple[str, ...] = ("binance", "kucoin", "coinbase", "kraken", "okx", "bybit")
 FaultSpec = Mapping[str, Any]
 
 
@@ -37,6 +37,7 @@ class ExchangeUrls:
     rest ``http://127.0.0.1:P`` (``/products``), ws ``ws://127.0.0.1:P`` (the feed itself);
     kraken: rest ``http://127.0.0.1:P`` (``/0/public/...``), ws ``ws://127.0.0.1:P`` (v2 itself);
     okx: rest ``http://127.0.0.1:P`` (``/api/v5/...``), ws ``ws://127.0.0.1:P`` (also ``/ws/v5/public``).
+    bybit: rest ``http://127.0.0.1:P`` (``/v5/market/...``), ws ``ws://127.0.0.1:P`` (the spot stream).
     """
 
     rest: str
@@ -64,6 +65,10 @@ def _server_class(exchange: str) -> type[ExchangeServer]:
         from infra.exchange_sim.okx import OkxServer
 
         return OkxServer
+    if exchange == "bybit":
+        from infra.exchange_sim.bybit import BybitServer
+
+        return BybitServer
     raise ValueError(f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}")
 
 
