@@ -55,6 +55,8 @@ def ws_trades(exchange: str, payload: str) -> list[Trade]:
         return [(d["symbol"], int(d["trade_id"]), d["price"], d["qty"]) for d in doc["data"]]
     if exchange == "okx":
         return [(d["instId"], int(d["tradeId"]), d["px"], d["sz"]) for d in doc["data"]]
+    if exchange == "bybit":
+        return [(d["s"], int(d["i"]), d["p"], d["v"]) for d in doc["data"]]
     return [(doc["product_id"], int(doc["trade_id"]), doc["price"], doc["size"])]
 
 
@@ -71,6 +73,8 @@ def rest_trades(exchange: str, envelope: Envelope) -> list[Trade]:
         return [(symbol, int(r[6]), r[0], r[1]) for r in rows]
     if exchange == "okx":
         return [(symbol, int(r["tradeId"]), r["px"], r["sz"]) for r in doc["data"]]
+    if exchange == "bybit":
+        return [(symbol, int(r["execId"]), r["price"], r["size"]) for r in doc["result"]["list"]]
     return [(symbol, int(r["trade_id"]), r["price"], r["size"]) for r in doc]
 
 
@@ -328,7 +332,7 @@ def check_against_truth(
     return {"landed": len(landed), "lost": len(lost), "gaps": len(gaps)}
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kucoin", "coinbase", "kraken", "okx"])
+@pytest.mark.parametrize("exchange", ["binance", "kucoin", "coinbase", "kraken", "okx", "bybit"])
 def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frames_and_429s(
     exchange: str, tmp_path: Path
 ) -> None:
@@ -350,20 +354,23 @@ def test_every_trade_lands_despite_disconnects_stalls_duplicates_malformed_frame
     assert figures["landed"] > 50
 
 
-def test_kucoin_trades_older_than_the_last_100_become_exact_recorded_gaps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exchange", ["kucoin", "bybit"])
+def test_trades_older_than_the_rest_history_become_exact_recorded_gaps(exchange: str, tmp_path: Path) -> None:
+    """KuCoin ``histories`` keeps the last 100 trades, Bybit ``recent-trade`` the last 60."""
+
     async def faults(sim: ExchangeSimulator, extractor: Extractor) -> None:
-        # ~100 trades/s per market; a stall detected after 1.5 s misses more than histories keeps.
-        sim.inject("kucoin", "stall", after=0)
+        # ~100 trades/s per market; a stall detected after 1.5 s misses more than REST keeps.
+        sim.inject(exchange, "stall", after=0)
         await wait_for(
-            lambda: metric(extractor, "reconnects_total", exchange="kucoin", reason="stale") >= 1, seconds(20)
+            lambda: metric(extractor, "reconnects_total", exchange=exchange, reason="stale") >= 1, seconds(20)
         )
 
     envelopes, truth, extractor = asyncio.run(
-        extract_with_faults("kucoin", tmp_path, faults, symbols=3, rate=300)
+        extract_with_faults(exchange, tmp_path, faults, symbols=3, rate=300)
     )
-    figures = check_against_truth("kucoin", envelopes, truth)
+    figures = check_against_truth(exchange, envelopes, truth)
     assert figures["gaps"] >= 1 and figures["lost"] > 0
-    assert extractor.metrics.value("cryptolake_extractor_gaps_unrecoverable_total", exchange="kucoin") >= 1
+    assert extractor.metrics.value("cryptolake_extractor_gaps_unrecoverable_total", exchange=exchange) >= 1
 
 
 @pytest.mark.parametrize("exchange", ["binance", "coinbase"])
