@@ -211,12 +211,40 @@ def _okx(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]:
     return ticks
 
 
+def _bybit(channel: str, doc: Any, symbol: str | None, ex: str) -> list[Tick]:
+    """v5 ``{"topic":…,"ts":…,"data":…}``: ``publicTrade`` items ``{s, p, T}``, ``tickers`` ``{symbol,
+    lastPrice}``, ``orderbook.1`` ``{s, b:[[px, sz]], a:[[px, sz]]}``; REST pages give none."""
+    if not isinstance(doc, dict) or "topic" not in doc:
+        return []
+    data, ts = doc.get("data"), _int(doc.get("ts"))
+    if channel == "trades" and isinstance(data, list):
+        return [
+            Tick(ex, str(d.get("s") or symbol), channel, last=_text(d.get("p")), event_ts_ms=_int(d.get("T")))
+            for d in data
+            if isinstance(d, dict) and (d.get("s") or symbol)
+        ]
+    if not isinstance(data, dict):
+        return []
+    s = _text(data.get("symbol") or data.get("s")) or symbol
+    if not s:
+        return []
+    if channel == "ticker":
+        return [Tick(ex, s, channel, last=_text(data.get("lastPrice")), event_ts_ms=ts)]
+    if channel == "l1":
+        bid, ask = (data.get(k) or [[None, None]] for k in ("b", "a"))
+        b, bs = (_text(v) for v in bid[0][:2])
+        a, as_ = (_text(v) for v in ask[0][:2])
+        return [Tick(ex, s, channel, None, b, bs, a, as_, _int(doc.get("cts")) or ts)]
+    return []
+
+
 _DECODERS: dict[str, Callable[[str, Any, str | None, str], list[Tick]]] = {
     "binance": _binance,
     "kucoin": _kucoin,
     "coinbase": _coinbase,
     "kraken": _kraken,
     "okx": _okx,
+    "bybit": _bybit,
 }
 
 

@@ -128,6 +128,23 @@ def test_okx_tickers_trades_and_bbo_tbt_give_exact_ticks_and_discovery_keeps_ins
     assert markets[("okx", "BTC-USDT")] == MarketInfo("BTC-USDT", "BTC", "USDT")
 
 
+def test_bybit_trades_tickers_and_level1_books_give_ticks_and_discovery_splits_by_coin():
+    assert decode_envelope(env("bybit", "trades", frames("bybit", "trades")[0], "BTCUSDT")) == [
+        Tick("bybit", "BTCUSDT", "trades", last="94209.90", event_ts_ms=1767225600401),
+        Tick("bybit", "BTCUSDT", "trades", last="94210.00", event_ts_ms=1767225600402),
+    ]
+    assert decode_envelope(env("bybit", "ticker", frames("bybit", "ticker")[0], "BTCUSDT")) == [
+        Tick("bybit", "BTCUSDT", "ticker", last="94210.02", event_ts_ms=1767225600123)
+    ]
+    assert decode_envelope(env("bybit", "l1", frames("bybit", "l1")[0], "BTCUSDT")) == [
+        Tick("bybit", "BTCUSDT", "l1", None, "94210.01", "0.812", "94210.02", "0.044", 1767225600199)
+    ]
+    page = frames("bybit", "rest_trades")[0]
+    assert decode_envelope(env("bybit", "trades", page, "BTCUSDT", source="rest")) == []
+    markets = markets_from_discovery(env("bybit", "markets", frames("bybit", "markets")[0], source="rest"))
+    assert markets[("bybit", "1000SATSUSDC")] == MarketInfo("1000SATS-USDC", "1000SATS", "USDC")
+
+
 def test_market_book_merges_fields_and_prices_in_usdt_direct_inverse_and_across_btc():
     book = MarketBook(
         {
