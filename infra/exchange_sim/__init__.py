@@ -1,4 +1,4 @@
-"""Local exchange simulator: Binance, KuCoin, Coinbase Exchange and Kraken public spot market data.
+"""Local exchange simulator: Binance, KuCoin, Coinbase Exchange, Kraken and Bybit public spot market data.
 
 Each exchange gets its own HTTP + websocket server on 127.0.0.1 (one port each), speaking the
 wire protocol documented in ``/work/shared/exchanges.md`` closely enough that an extractor
@@ -18,6 +18,7 @@ Python API (stable)::
         sim.urls["coinbase"].ws     # "ws://127.0.0.1:P"    (the feed; send a subscribe)
         sim.urls["kraken"].rest     # "http://127.0.0.1:P"  (GET /0/public/...)
         sim.urls["kraken"].ws       # "ws://127.0.0.1:P"    (websocket v2; send a subscribe)
+        sim.urls["bybit"].ws        # "ws://127.0.0.1:P"    (v5 spot stream, also at /v5/public/spot)
         sim.truth.records("binance", "BTCUSDT", delivered=True)   # list[TruthRecord]
         sim.inject("binance", "close_after", frames=10)            # see faults.py for all faults
         sim.delist("binance", "ETHBTC"); sim.halt(...); sim.resume(...)
