@@ -15,7 +15,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from lake.tables import SILVER_MARKETS
-from spark_jobs.parsers import parse_l1, parse_tickers
+from spark_jobs.parsers import bybit, payload_items
 from spark_jobs.silver_markets import latest_markets
 from spark_jobs.silver_trades import JOB as TRADES_JOB
 from tests.spark.envelopes import T0_NS, at_ns, bronze_df, envelope, frames, ts, utc_us
@@ -98,8 +98,9 @@ def test_bybit_tickers_take_open_from_prev_price_and_level1_books_are_the_l1_quo
     r = T0_NS + 7_000_000
     tick = ws_envelopes("ticker", "ticker", r)
     books = ws_envelopes("l1", "l1", r + 100)
-    bronze = bronze_df(spark, tick + books)
-    got = parse_tickers(bronze.where("channel = 'ticker'")).select(
+    # The module's transforms on the items of each channel: one small plan per table (the registry's
+    # parse_* run every exchange's branch; tests/spark/parsers/test_registry.py covers the wiring).
+    got = bybit.tickers(payload_items(bronze_df(spark, tick))).select(
         "native_symbol", "last", "open_24h", "high_24h", "low_24h", "base_volume_24h", "quote_volume_24h",
         "best_bid", "best_ask", "sequence", "event_ts", "_error",
     ).collect()  # fmt: skip
@@ -116,7 +117,7 @@ def test_bybit_tickers_take_open_from_prev_price_and_level1_books_are_the_l1_quo
                      "unparseable_payload"))  # fmt: skip
     assert sorted((tuple(x) for x in got), key=str) == sorted(expected, key=str)
 
-    quotes = parse_l1(bronze).drop("_raw").collect()
+    quotes = bybit.l1(payload_items(bronze_df(spark, books))).drop("_raw").collect()
     expected = []
     for env in books:
         f = json.loads(env["payload"])
