@@ -17,13 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 from lake.tables import SILVER_MARKETS
 from spark_jobs.parsers import bybit, payload_items
 from spark_jobs.silver_markets import latest_markets
-from spark_jobs.silver_trades import JOB as TRADES_JOB
 from tests.spark.envelopes import T0_NS, at_ns, bronze_df, envelope, frames, ts, utc_us
 
 pytestmark = pytest.mark.spark
 
 DISCOVERY_NS = T0_NS - 5_000_000_000
-SYMBOLS = {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"}
 
 
 def ms(value: Any) -> Any:
@@ -41,14 +39,12 @@ def ws_envelopes(channel: str, name: str, recv_ns: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def bybit_markets(spark: SparkSession) -> Iterator[DataFrame]:
-    """``silver.markets`` rows of the instruments-info fixture, cached: the trades join them."""
+    """``silver.markets`` rows of the instruments-info fixture (the trades' symbols join them)."""
     env = envelope(
         "bybit", "markets", frames("bybit", "markets")[0], recv_ns=DISCOVERY_NS, source="rest",
         stream="/v5/market/instruments-info?category=spot",
     )  # fmt: skip
-    df = latest_markets(bronze_df(spark, [env])).cache()
-    yield df
-    df.unpersist()
+    yield latest_markets(bronze_df(spark, [env]))
 
 
 def test_bybit_markets_by_base_and_quote_coin_and_ws_and_rest_trades_parse_exactly(
@@ -62,18 +58,19 @@ def test_bybit_markets_by_base_and_quote_coin_and_ws_and_rest_trades_parse_exact
                  stream="/v5/market/recent-trade?category=spot&symbol=BTCUSDT&limit=60")
         for i, text in enumerate(pages)
     ]  # fmt: skip
-    rows = bronze_df(spark, ws + rest).transform(TRADES_JOB.normalize(bybit_markets))
+    # The module's transform (one small plan); the symbol normalization is the markets' (below).
+    rows = bybit.trades(payload_items(bronze_df(spark, ws + rest)))
     collected = rows.select(
-        "symbol", "trade_id", "price", "size", "side", "event_ts", "recv_ts", "source", "_error"
+        "native_symbol", "trade_id", "price", "size", "side", "event_ts", "recv_ts", "source", "_error"
     ).collect()
     expected = []
     for env in ws:
         for t in json.loads(env["payload"])["data"]:
             if "i" in t:
-                expected.append((SYMBOLS[t["s"]], t["i"], D(t["p"]), D(t["v"]), t["S"].lower(), ms(t["T"]),
+                expected.append((t["s"], t["i"], D(t["p"]), D(t["v"]), t["S"].lower(), ms(t["T"]),
                                  at_ns(env["recv_ts_ns"]), "ws"))  # fmt: skip
     for row in json.loads(pages[0])["result"]["list"]:
-        expected.append((SYMBOLS[row["symbol"]], row["execId"], D(row["price"]), D(row["size"]),
+        expected.append((row["symbol"], row["execId"], D(row["price"]), D(row["size"]),
                          row["side"].lower(), ms(row["time"]), at_ns(r + 20), "rest"))  # fmt: skip
     assert len(expected) == 7
     assert sorted(tuple(x)[:-1] for x in collected if x["_error"] is None) == sorted(expected)
