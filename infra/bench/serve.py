@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -62,39 +63,58 @@ def _wait_http(url: str, timeout_s: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
-async def _reader(url: str, stop: asyncio.Event, counts: list[int], i: int) -> None:
+async def _reader(url: str, window: tuple[float, float], counts: list[int], i: int) -> None:
+    """Read everything until the window ends; count the messages received inside it (wall clock)."""
     from websockets.asyncio.client import connect
 
     async with connect(url, max_size=None) as ws:
-        while not stop.is_set():
+        while (now := time.time()) < window[1]:
             try:
-                await asyncio.wait_for(ws.recv(), 1)
+                await asyncio.wait_for(ws.recv(), window[1] - now)
             except TimeoutError:
-                continue
-            counts[i] += 1
+                break
+            if time.time() >= window[0]:
+                counts[i] += 1
 
 
-async def _collect(url: str, seconds: float, warmup_s: float, clients: int) -> tuple[list[float], list[int]]:
+async def _crowd(url: str, *, readers: int, stalled: int, window: tuple[float, float]) -> list[int]:
+    """``readers`` clients that read all and ``stalled`` that never read (their connections stay
+    open, so the server's buffers for them fill); messages per reader inside ``window``."""
+    from websockets.asyncio.client import connect
+
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(stalled):
+            await stack.enter_async_context(connect(url, max_size=None, max_queue=1))
+        counts = [0] * readers
+        await asyncio.gather(*(_reader(url, window, counts, i) for i in range(readers)))
+    return counts
+
+
+def _crowd_main(url: str, readers: int, stalled: int, start: float, end: float) -> int:
+    """The crowd's own process (``--crowd``): the counts as one JSON line on stdout."""
+    print(json.dumps(asyncio.run(_crowd(url, readers=readers, stalled=stalled, window=(start, end)))))
+    return 0
+
+
+async def _measure(url: str, window: tuple[float, float], server_pid: int) -> tuple[list[float], float]:
+    """Latencies (s) of the states one client got inside ``window``, and the server's largest RSS
+    (MiB) sampled meanwhile."""
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
-    stop = asyncio.Event()
-    counts = [0] * clients
-    readers = [asyncio.create_task(_reader(url, stop, counts, i)) for i in range(clients)]
+    peak = 0.0
     async with connect(url, max_size=None) as ws:
-        started = time.monotonic()
-        while (elapsed := time.monotonic() - started) < warmup_s + seconds:
+        while (now := time.time()) < window[1]:
+            peak = max(peak, _rss_mib(server_pid))
             try:
-                msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                msg = json.loads(await asyncio.wait_for(ws.recv(), min(5, window[1] - now)))
             except TimeoutError:
                 continue
-            now = time.time_ns()
-            if msg.get("type") != "quotes" or elapsed < warmup_s:
+            now_ns = time.time_ns()
+            if msg.get("type") != "quotes" or now_ns / 1e9 < window[0]:
                 continue
-            latencies += [(now - s["recv_ts_ns"]) / 1e9 for s in msg["data"] if s.get("recv_ts_ns")]
-    stop.set()
-    await asyncio.gather(*readers, return_exceptions=True)
-    return latencies, counts
+            latencies += [(now_ns - s["recv_ts_ns"]) / 1e9 for s in msg["data"] if s.get("recv_ts_ns")]
+    return latencies, peak
 
 
 def _rss_mib(pid: int) -> float:
@@ -218,6 +238,19 @@ def _rest(symbols: int) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class FeedRun:
+    """What one feed run measured: the measuring client's latencies (s) inside the window, the
+    messages each crowd reader got in it, the server's RSS (MiB) before the crowd connected and the
+    largest sampled while it was connected, and the 1-minute load average at the end."""
+
+    latencies: list[float]
+    counts: list[int]
+    rss_before_mib: float
+    rss_peak_mib: float
+    load: float
+
+
 def feed_latencies(
     *,
     seconds: float,
@@ -228,8 +261,10 @@ def feed_latencies(
     poll: float,
     feed: str,
     clients: int,
-) -> tuple[list[float], list[int], float]:
-    """Latencies (s) of the states the measuring client got, messages per extra client, server RSS MiB."""
+    stalled: int = 0,
+) -> FeedRun:
+    """One run (see :class:`FeedRun`); ``clients`` readers and ``stalled`` never-reading clients
+    connect from a process of their own (the crowd) before the warm-up."""
     from infra.demo import EXCHANGES, extractor_env
     from infra.exchange_sim import SimulatorThread
 
@@ -263,8 +298,24 @@ def feed_latencies(
         try:
             _wait_http(f"http://127.0.0.1:{port}/api/health", 60)
             url = f"ws://127.0.0.1:{port}/ws/stream"
-            lat, counts = asyncio.run(_collect(url, seconds, warmup, clients))
-            rss = _rss_mib(server.pid)
+            rss_before = _rss_mib(server.pid)
+            counts: list[int] = []
+            crowd = None
+            if clients or stalled:
+                # The window starts once the crowd has had time to connect (a few s per 1,000).
+                start = time.time() + warmup + clients / 200
+                window = (start, start + seconds)
+                crowd_args = ["--crowd", url, str(clients), str(stalled), repr(window[0]), repr(window[1])]
+                crowd = subprocess.Popen([sys.executable, "-m", "infra.bench.serve", *crowd_args],
+                                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+            else:
+                start = time.time() + warmup
+                window = (start, start + seconds)
+            lat, peak = asyncio.run(_measure(url, window, server.pid))
+            rss_end = _rss_mib(server.pid)
+            if crowd is not None:
+                out, _ = crowd.communicate(timeout=60 + seconds)
+                counts = json.loads(out.strip().splitlines()[-1])
         finally:
             for proc in (server, extractor):
                 proc.send_signal(signal.SIGTERM)
@@ -273,37 +324,53 @@ def feed_latencies(
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    return lat, counts, rss
+    return FeedRun(lat, counts, rss_before, max(peak, rss_end), load=os.getloadavg()[0])
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def _latency_figures(prefix: str, lat: list[float]) -> dict[str, Any]:
+    return {
+        f"{prefix}_ms_{name}": round(_pct(lat, q) * 1000)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+    } if lat else {}  # fmt: skip
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
     """``make bench``'s figures: the landing feed for 30 s (quick 10 s) after a 10 s (5 s) warm-up at
-    the CLI's defaults (3 exchanges x 10 symbols x 50 trades/s), then REST on a 10-symbol (3) day lake."""
+    the CLI's defaults (3 exchanges x 10 symbols x 50 trades/s) with one client, again with 1,000
+    (quick 200) more reading clients and 50 (10) that never read, then REST on a 10-symbol (3) day lake."""
     seconds, warmup, rest_symbols = (10.0, 5.0, 3) if quick else (30.0, 10.0, 10)
-    lat, _, rss = feed_latencies(
-        seconds=seconds,
-        warmup=warmup,
-        symbols=10,
-        rate=50.0,
-        batch_age=1.0,
-        poll=0.2,
-        feed="landing",
-        clients=0,
-    )
+    clients, stalled = (200, 10) if quick else (1000, 50)
+    common: dict[str, Any] = dict(seconds=seconds, warmup=warmup, symbols=10, rate=50.0, batch_age=1.0,
+                                  poll=0.2, feed="landing")  # fmt: skip
+    alone = feed_latencies(**common, clients=0)
     figures: dict[str, Any] = {
         "feed": "landing; 3 exchanges x 10 symbols x 50 trades/s; batch_max_age_s 1, poll_s 0.2",
-        "ws_states": len(lat),
-        "load_avg_1m_after_feed": round(os.getloadavg()[0], 1),
-        "server_rss_mib": round(rss),
+        "ws_states": len(alone.latencies),
+        "load_avg_1m_after_feed": round(alone.load, 1),
+        "server_rss_mib": round(alone.rss_peak_mib),
+        **_latency_figures("ws_recv_to_client", alone.latencies),
     }
-    if lat:
+    crowd = feed_latencies(**common, clients=clients, stalled=stalled)
+    counts = crowd.counts
+    figures |= {
+        "crowd": f"{clients} reading + {stalled} never-reading WebSocket clients, own process, all markets",
+        "crowd_load_avg_1m": round(crowd.load, 1),
+        "crowd_server_rss_mib_before": round(crowd.rss_before_mib),
+        "crowd_server_rss_mib_peak": round(crowd.rss_peak_mib),
+        "crowd_ws_states": len(crowd.latencies),
+        **_latency_figures("crowd_ws_recv_to_client", crowd.latencies),
+    }
+    if counts:
+        median = statistics.median(counts)
         figures |= {
-            f"ws_recv_to_client_ms_{name}": round(_pct(lat, q) * 1000)
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            "crowd_messages_per_client_min": min(counts),
+            "crowd_messages_per_client_median": median,
+            "crowd_messages_per_client_max": max(counts),
+            "crowd_clients_below_half_median": sum(c < median / 2 for c in counts),
         }
     figures["rest_lake"] = f"{3 * rest_symbols} markets x 1,440 1-minute bars"
     for name, ms in rest_latencies(rest_symbols).items():
@@ -321,12 +388,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.2, help="serve.poll_s")
     parser.add_argument("--feed", choices=["landing", "kafka"], default="landing")
     parser.add_argument("--clients", type=int, default=0, help="extra WebSocket clients that only read")
+    parser.add_argument("--stalled", type=int, default=0, help="extra WebSocket clients that never read")
     parser.add_argument("--rest", action="store_true", help="measure REST latency instead (see above)")
+    parser.add_argument(
+        "--crowd", nargs=5, metavar=("URL", "READERS", "STALLED", "START", "END"), help=argparse.SUPPRESS
+    )  # the crowd's own process, started by feed_latencies
     args = parser.parse_args(argv)
+    if args.crowd:
+        url, readers, stalled, start, end = args.crowd
+        return _crowd_main(url, int(readers), int(stalled), float(start), float(end))
     if args.rest:
         return _rest(args.symbols)
 
-    lat, counts, rss = feed_latencies(
+    result = feed_latencies(
         seconds=args.seconds,
         warmup=args.warmup,
         symbols=args.symbols,
@@ -335,11 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         poll=args.poll,
         feed=args.feed,
         clients=args.clients,
+        stalled=args.stalled,
     )
+    lat, counts = result.latencies, result.counts
     if not lat:
         print("no states received", file=sys.stderr)
         return 1
-    load = os.getloadavg()
+    load = (result.load,)
     print(
         f"{args.feed} feed, extractor receive -> WebSocket client: {len(lat)} states in {args.seconds:.0f} s;"
         " "
@@ -350,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if counts:
         print(
-            f"{args.clients} more clients: server RSS {rss:.0f} MiB; messages per client: fewest "
+            f"{args.clients} more clients ({args.stalled} never reading): server RSS "
+            f"{result.rss_before_mib:.0f} MiB before, {result.rss_peak_mib:.0f} MiB peak; "
+            f"messages per client: fewest "
             f"{min(counts)}, median {statistics.median(counts):.0f}, most {max(counts)}"
         )
     return 0
