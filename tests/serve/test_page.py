@@ -9,11 +9,8 @@ import base64
 import json
 import random
 import re
-import shutil
-import subprocess
 import threading
 import time
-import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +23,7 @@ from lake.serve.feeds import LandingTail
 from lake.serve.settings import ServeSettings
 from lake.tables import Lake, LakeSettings
 from tests.conftest import seconds
-from tests.serve.helpers import running_server, write_table
+from tests.serve.helpers import Chromium, Page, running_server, write_table
 from tests.serve.test_rest import bar, quote
 from tests.serve.test_stream import book_ticker, kucoin_level1, landing_writer, start_feed, trade
 
@@ -52,62 +49,6 @@ def _bars() -> list[dict[str, Any]]:
     for r in rows:
         r["bar_date"] = date(2026, 12, 1)
     return rows
-
-
-class Chromium:
-    """Headless Chromium with a DevTools websocket; one page."""
-
-    def __init__(self, profile: Path) -> None:
-        exe = shutil.which("chromium")
-        assert exe, "Debian's chromium package is needed (make setup installs it)"
-        flags = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--window-size=1500,900",
-        ]
-        flags += ["--remote-debugging-port=0", f"--user-data-dir={profile}"]
-        self.proc = subprocess.Popen([exe, *flags, "about:blank"], stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + seconds(30)
-        assert self.proc.stderr is not None
-        while True:
-            line = self.proc.stderr.readline()
-            found = re.search(r"DevTools listening on ws://([^/]+)/", line)
-            if found:
-                self.http = found.group(1)
-                break
-            assert line and time.monotonic() < deadline, "chromium did not open its DevTools port"
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe drained
-        with urllib.request.urlopen(f"http://{self.http}/json/list", timeout=10) as r:
-            pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
-        self.page_ws = pages[0]["webSocketDebuggerUrl"]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(seconds(10))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-class Page:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.n = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.n += 1
-        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await asyncio.wait_for(self.ws.recv(), seconds(30)))
-            if msg.get("id") == self.n:
-                assert "error" not in msg, msg
-                return dict(msg["result"])
-
-    async def js(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
 
 PROBE = """document.querySelector('#chart-title') && JSON.stringify({
